@@ -1,0 +1,34 @@
+"""``POST /v1/chat/completions`` (OpenAI-compatible, streaming with SSE)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
+from app.api.streaming import run_until_disconnect, sse_response
+from app.protocol.errors import ErrorResponse
+from app.protocol.openai import ChatCompletionRequest, ChatCompletionResponse
+from app.serving.chat import chat_completion, chat_stream, prepare_chat
+
+router = APIRouter(tags=["chat"])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> ChatCompletionResponse | StreamingResponse:
+    model = catalog.resolve(body.model)
+    prep = prepare_chat(body, model, engine, settings)
+    if body.stream:
+        return sse_response(chat_stream(prep, engine, metrics, body.include_usage))
+    return await run_until_disconnect(request, chat_completion(prep, engine, metrics))

@@ -1,0 +1,34 @@
+"""``POST /v1/completions`` (OpenAI-compatible, streaming with SSE)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
+from app.api.streaming import run_until_disconnect, sse_response
+from app.protocol.errors import ErrorResponse
+from app.protocol.openai import CompletionRequest, CompletionResponse
+from app.serving.completions import completion, completion_stream, prepare_completion
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post(
+    "/completions",
+    response_model=CompletionResponse,
+    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+async def create_completion(
+    body: CompletionRequest,
+    request: Request,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> CompletionResponse | StreamingResponse:
+    model = catalog.resolve(body.model)
+    prep = prepare_completion(body, model, engine, settings)
+    if body.stream:
+        return sse_response(completion_stream(prep, engine, metrics, body.include_usage))
+    return await run_until_disconnect(request, completion(prep, engine, metrics))

@@ -1,0 +1,82 @@
+"""FastAPI dependencies as ``Annotated`` aliases: state, ready engine, auth scopes."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.engine import Engine
+from app.protocol.errors import APIError
+from app.serving.metrics import Metrics
+from app.serving.models import ModelCatalog
+from app.state import AppState
+
+Scope = Literal["query", "admin"]
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.tailor
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def get_metrics(state: StateDep) -> Metrics:
+    return state.metrics
+
+
+def get_engine(state: StateDep) -> Engine:
+    engine = state.engine
+    if engine is None or not engine.ready:
+        raise APIError(503, f"The model is not ready ({state.engine_status}). Retry shortly.", code="engine_unavailable")
+    return engine
+
+
+def get_catalog(state: StateDep, engine: Annotated[Engine, Depends(get_engine)]) -> ModelCatalog:
+    assert state.catalog is not None  # set together with a ready engine
+    return state.catalog
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+
+
+def _matches(key: str, keys: list[str]) -> bool:
+    # compare against every key in constant time so timing reveals nothing about which matched
+    found = False
+    for k in keys:
+        found |= hmac.compare_digest(key.encode(), k.encode())
+    return found
+
+
+def caller_scope(request: Request, settings: SettingsDep) -> Scope:
+    """The caller's scope from its bearer key; everyone is admin when no keys are configured."""
+    if not settings.auth_enabled:
+        return "admin"
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
+    key = key.strip()
+    if _matches(key, settings.admin_keys):
+        return "admin"
+    if _matches(key, settings.api_keys):
+        return "query"
+    raise APIError(401, "Invalid API key.", code="invalid_api_key")
+
+
+def require_admin(scope: Annotated[Scope, Depends(caller_scope)]) -> None:
+    if scope != "admin":
+        raise APIError(403, "This route needs an admin key.", code="admin_required")
+
+
+AdminDep = Depends(require_admin)

@@ -1,0 +1,24 @@
+"""Liveness/readiness and Prometheus metrics (no auth: probes and scrapers call them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from app.api.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(state: StateDep) -> JSONResponse:
+    """200 once the engine serves; 503 while it starts or after it failed."""
+    engine = state.engine
+    if engine is not None and engine.ready:
+        return JSONResponse({"status": "ok", "model": state.catalog.base_name if state.catalog else None})
+    return JSONResponse({"status": state.engine_status}, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep) -> Response:
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

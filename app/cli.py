@@ -1,0 +1,96 @@
+"""The ``tailor`` command: serve, prepare models, show settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from app.config import Settings
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Tailor: one backbone, many domains.")
+models_cli = typer.Typer(no_args_is_help=True, help="Prepare and inspect the bundled models.")
+cli.add_typer(models_cli, name="models")
+
+
+def _settings(**overrides: object) -> Settings:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        typer.secho(f"invalid settings: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@models_cli.command("prepare")
+def models_prepare(force: bool = typer.Option(False, help="Convert again even if prepared.")) -> None:
+    """Convert the bundled SmolLM2 GGUF to a checkpoint and locate the bundled embedder."""
+    from app.models.prepare import ModelPrepareError, embedder_dir, prepare_backbone
+
+    settings = _settings()
+    _logging("warning")
+    try:
+        if settings.model:
+            typer.echo(f"backbone: {settings.model} (configured; nothing to prepare)")
+        else:
+            prepared = prepare_backbone(settings.data_dir, force=force)
+            state = "converted" if prepared.created else "already prepared"
+            typer.echo(f"backbone: {prepared.path} ({state})")
+        typer.echo(f"embedder: {settings.embedder or embedder_dir()}")
+    except ModelPrepareError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (TAILOR_HOST)."),
+    port: int | None = typer.Option(None, help="Port (TAILOR_PORT)."),
+) -> None:
+    """Start the HTTP server on the configured backbone."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.models.prepare import ModelPrepareError, prepare_backbone
+
+    settings = _settings(host=host, port=port)
+    _logging(settings.log_level)
+    problem = settings.bind_problem()
+    if problem:
+        typer.secho(problem, fg="red", err=True)
+        raise typer.Exit(2)
+    if not settings.model:
+        try:
+            prepare_backbone(settings.data_dir)
+        except ModelPrepareError as exc:
+            typer.secho(str(exc), fg="red", err=True)
+            raise typer.Exit(1) from exc
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@cli.command("settings")
+def show_settings() -> None:
+    """List every setting with its environment variable, default and description."""
+    from app.settings_doc import settings_table
+
+    typer.echo(settings_table())
+
+
+def main() -> None:
+    cli(prog_name="tailor")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

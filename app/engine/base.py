@@ -1,0 +1,108 @@
+"""What the service needs of a backbone, independent of how it is served.
+
+Inputs are token ids (built by the server from its own tokenizer and templates); later releases add
+server-built prompt embeddings and a LoRA name to ``EngineInput``. Outputs are per-choice text
+deltas, so streaming and non-streaming responses are built from the same events.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EngineError(Exception):
+    """Base of errors the engine layer reports to routes."""
+
+
+class InvalidEngineRequest(EngineError):
+    """The engine rejected the request's parameters (maps to HTTP 400)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine is starting, failed or stopped (maps to HTTP 503)."""
+
+
+class EngineOverloaded(EngineError):
+    """The engine's queue is full (maps to HTTP 429)."""
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Per-request sampling, already validated by the protocol layer."""
+
+    max_tokens: int
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    min_tokens: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class EngineInput:
+    """A fully assembled prompt: the engine never sees client text it must parse."""
+
+    token_ids: list[int]
+
+
+@dataclass(frozen=True)
+class OutputDelta:
+    """New output of one choice since the previous event."""
+
+    index: int
+    text: str
+    num_tokens: int
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+@dataclass
+class EngineStats:
+    running_requests: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """A text-generation backbone with a tokenizer and a fixed context window."""
+
+    #: Path or id of the loaded model.
+    model: str
+    #: Context window in tokens (prompt + completion), as the engine enforces it.
+    max_model_len: int
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model; raise on failure. Called once, off the request path."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Release the model and any worker processes."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def tokenizer(self) -> Any:
+        """A Hugging Face tokenizer matching the backbone (chat template included)."""
+
+    @abc.abstractmethod
+    def generate(
+        self, prompt: EngineInput, options: SamplingOptions, request_id: str
+    ) -> AsyncIterator[list[OutputDelta]]:
+        """Stream output deltas; closing the iterator aborts the request in the engine."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats: ...

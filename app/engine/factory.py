@@ -1,0 +1,14 @@
+"""Choose the engine implementation from settings."""
+
+from __future__ import annotations
+
+from app.config import Settings
+from app.engine.base import Engine
+
+
+def build_engine(settings: Settings, model_path: str) -> Engine:
+    if settings.engine.backend == "vllm":
+        from app.engine.vllm_engine import VLLMEngine
+
+        return VLLMEngine(settings.engine, model_path)
+    raise ValueError(f"unknown engine backend {settings.engine.backend!r}")

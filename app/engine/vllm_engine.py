@@ -1,0 +1,173 @@
+"""The embedded vLLM engine (vLLM's ``AsyncLLM``; its engine core runs in worker processes).
+
+This is the only module that imports vLLM. It applies the CPU settings that matter on small
+machines (KV-cache space, thread binding, eager mode) and turns prompt embeddings and LoRA on
+from the start, since soft prompts and per-request adapters are served through them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.config import EngineSettings
+from app.engine.base import (
+    Engine,
+    EngineInput,
+    EngineOverloaded,
+    EngineStats,
+    EngineUnavailable,
+    InvalidEngineRequest,
+    OutputDelta,
+    SamplingOptions,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _apply_environment(settings: EngineSettings, on_gpu: bool) -> None:
+    """vLLM reads these from the environment when the engine starts, not from arguments."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
+    if on_gpu:
+        return
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{settings.kv_cache_space_gib:g}"
+    bind = settings.cpu_threads_bind
+    if bind == "all":
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{(os.cpu_count() or 1) - 1}"
+    elif bind != "auto":
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+
+
+class VLLMEngine(Engine):
+    """vLLM ``AsyncLLM`` embedded in the service process."""
+
+    def __init__(self, settings: EngineSettings, model: str) -> None:
+        self.settings = settings
+        self.model = model
+        self.max_model_len = 0
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._running = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _engine_args(self, on_gpu: bool) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        s = self.settings
+        dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+        kwargs: dict[str, Any] = dict(
+            model=self.model,
+            tokenizer=self.model,
+            dtype=dtype,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            enforce_eager=s.enforce_eager,
+            enable_prompt_embeds=True,
+            enable_lora=True,
+            max_loras=s.max_loras,
+            max_lora_rank=s.max_lora_rank,
+            seed=s.seed,
+            disable_log_stats=True,
+            enable_log_requests=False,
+        )
+        if on_gpu:
+            kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
+        return AsyncEngineArgs(**kwargs)
+
+    async def start(self) -> None:
+        on_gpu = _on_gpu()
+        _apply_environment(self.settings, on_gpu)
+        from transformers import AutoTokenizer
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = self._engine_args(on_gpu)
+        # Construction blocks for the whole model load; run it off the event loop so the HTTP
+        # server answers /health (503) meanwhile. AsyncLLM starts its output tasks lazily.
+        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.model)
+        self.max_model_len = int(self._llm.model_config.max_model_len)
+        log.info("engine ready: %s, %s, window %d tokens", self.model, args.dtype, self.max_model_len)
+
+    async def stop(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.to_thread(llm.shutdown)
+
+    @property
+    def ready(self) -> bool:
+        return self._llm is not None and not self._llm.errored
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running_requests=self._running)
+
+    # -- generation ----------------------------------------------------------------------------
+    def _sampling_params(self, o: SamplingOptions) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        try:
+            return SamplingParams(
+                n=o.n,
+                max_tokens=o.max_tokens,
+                temperature=o.temperature,
+                top_p=o.top_p,
+                top_k=o.top_k,
+                min_p=o.min_p,
+                min_tokens=o.min_tokens,
+                presence_penalty=o.presence_penalty,
+                frequency_penalty=o.frequency_penalty,
+                repetition_penalty=o.repetition_penalty,
+                stop=list(o.stop) or None,
+                stop_token_ids=list(o.stop_token_ids) or None,
+                seed=o.seed,
+                ignore_eos=o.ignore_eos,
+                output_kind=RequestOutputKind.DELTA,
+            )
+        except ValueError as exc:  # vLLM's validation errors subclass ValueError
+            raise InvalidEngineRequest(str(exc)) from exc
+
+    async def generate(
+        self, prompt: EngineInput, options: SamplingOptions, request_id: str
+    ) -> AsyncIterator[list[OutputDelta]]:
+        from vllm.exceptions import GracefulHTTPError, VLLMClientError
+
+        if not self.ready:
+            raise EngineUnavailable("the engine is not running")
+        params = self._sampling_params(options)
+        self._running += 1
+        try:
+            stream = self._llm.generate(
+                {"prompt_token_ids": prompt.token_ids}, params, request_id
+            )
+            async for out in stream:
+                yield [
+                    OutputDelta(
+                        index=c.index,
+                        text=c.text,
+                        num_tokens=len(c.token_ids),
+                        finish_reason=c.finish_reason,
+                        stop_reason=c.stop_reason,
+                    )
+                    for c in out.outputs
+                ]
+        except GracefulHTTPError as exc:
+            raise EngineOverloaded(str(exc)) from exc
+        except VLLMClientError as exc:
+            raise InvalidEngineRequest(str(exc)) from exc
+        finally:
+            self._running -= 1

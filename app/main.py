@@ -1,0 +1,93 @@
+"""``create_app(settings)``: the FastAPI app and its lifespan (engine start-up and shut-down).
+
+The engine starts in a background task so the server binds at once and answers ``/health`` with
+503 while the model loads. Tests pass a running engine in; such an engine is not stopped by the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from app import __version__
+from app.api import admin, chat, completions, errors, health, models
+from app.api.deps import caller_scope
+from app.api.middleware import BodyLimit, RequestMetrics
+from app.config import Settings
+from app.engine import Engine, build_engine
+from app.models.prepare import resolve_backbone
+from app.serving.models import ModelCatalog, served_name
+from app.state import AppState
+
+log = logging.getLogger("tailor")
+
+
+def _attach_engine(state: AppState, engine: Engine) -> None:
+    settings = state.settings
+    state.catalog = ModelCatalog(
+        base_name=served_name(engine.model, settings.served_model_name),
+        base_root=engine.model,
+        context_window=engine.max_model_len,
+    )
+    state.engine = engine
+    state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)
+    state.engine_status = "ready"
+
+
+async def _start_engine(state: AppState, engine: Engine) -> None:
+    try:
+        await engine.start()
+    except Exception as exc:  # noqa: BLE001 - reported on /health and in the log
+        state.engine_status = f"failed: {type(exc).__name__}: {exc}"
+        log.exception("engine failed to start")
+        return
+    _attach_engine(state, engine)
+    s = state.settings
+    name = state.catalog.base_name if state.catalog else ""
+    log.info(
+        "ready on http://%s:%d - try:\n  curl http://%s:%d/v1/chat/completions -H 'Content-Type: "
+        "application/json' -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": "
+        "\"What is the capital of France?\"}]}'",
+        s.host, s.port, s.host, s.port, name,
+    )
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """Build the app. With ``engine`` given (already started), the app uses it but does not own it."""
+    state = AppState(settings=settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if engine is not None:
+            _attach_engine(state, engine)
+            yield
+            return
+        owned = build_engine(settings, resolve_backbone(settings.model, settings.data_dir))
+        starting = asyncio.create_task(_start_engine(state, owned))
+        try:
+            yield
+        finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            state.engine = None
+            state.engine_status = "stopped"
+            await owned.stop()
+
+    app = FastAPI(title="Tailor", version=__version__, lifespan=lifespan)
+    app.state.tailor = state
+    errors.install(app)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)])
+    for module in (chat, completions, models, admin):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+
+    app.add_middleware(BodyLimit, limit_for=lambda path: settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
+    return app

@@ -1,0 +1,1 @@
+"""Offline model preparation: the default backbone and embedder ship inside PyPI wheels."""

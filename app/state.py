@@ -1,0 +1,20 @@
+"""The one typed object an app keeps on ``app.state``: settings, engine, catalog, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.config import Settings
+from app.engine import Engine
+from app.serving.metrics import Metrics
+from app.serving.models import ModelCatalog
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    engine: Engine | None = None
+    catalog: ModelCatalog | None = None
+    #: Why the engine is not serving (starting, or the start-up error), for /health.
+    engine_status: str = "starting"
