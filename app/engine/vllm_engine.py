@@ -65,6 +65,10 @@ class VLLMEngine(Engine):
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         s = self.settings
+        if s.rope_scaling.type != "none":
+            raise ValueError(
+                "RoPE scaling is not available in this release; unset TAILOR_ENGINE__ROPE_SCALING__TYPE"
+            )
         dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
         kwargs: dict[str, Any] = dict(
             model=self.model,
