@@ -47,9 +47,7 @@ class EngineSettings(BaseModel):
     gpu_memory_utilization: float = Field(
         0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU machines only)."
     )
-    max_num_seqs: int = Field(
-        32, ge=1, le=1024, description="Most sequences the engine batches in one step."
-    )
+    max_num_seqs: int = Field(32, ge=1, le=1024, description="Most sequences the engine batches in one step.")
     max_loras: int = Field(4, ge=1, le=64, description="LoRA adapters resident in one batch.")
     max_lora_rank: int = Field(
         16, ge=1, le=512, description="Largest LoRA rank accepted (and pre-allocated by vLLM)."
@@ -101,8 +99,7 @@ class Settings(BaseSettings):
     )
     embedder: str = Field(
         "",
-        description="Sentence-transformers embedder dir or hub id; empty means the bundled "
-        "all-MiniLM-L6-v2.",
+        description="Sentence-transformers embedder dir or hub id; empty means the bundled all-MiniLM-L6-v2.",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

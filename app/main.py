@@ -50,9 +50,13 @@ async def _start_engine(state: AppState, engine: Engine) -> None:
     name = state.catalog.base_name if state.catalog else ""
     log.info(
         "ready on http://%s:%d - try:\n  curl http://%s:%d/v1/chat/completions -H 'Content-Type: "
-        "application/json' -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": "
-        "\"What is the capital of France?\"}]}'",
-        s.host, s.port, s.host, s.port, name,
+        'application/json\' -d \'{"model": "%s", "messages": [{"role": "user", "content": '
+        '"What is the capital of France?"}]}\'',
+        s.host,
+        s.port,
+        s.host,
+        s.port,
+        name,
     )
 
 

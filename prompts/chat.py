@@ -42,8 +42,6 @@ def render_chat(
         else:
             content = contents[int(piece)]
             if content:
-                ids += tokenizer(content, add_special_tokens=False, split_special_tokens=True)[
-                    "input_ids"
-                ]
+                ids += tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
                 text_parts.append(content)
     return RenderedPrompt(text="".join(text_parts), token_ids=ids)

@@ -32,14 +32,18 @@ def test_missing_or_wrong_key_is_401(keyed, model_name: str) -> None:
 
 
 def test_query_key_can_generate_but_not_admin(keyed, model_name: str) -> None:
-    resp = client(keyed, "query-key").chat.completions.create(model=model_name, messages=QUESTION, max_tokens=2)
+    resp = client(keyed, "query-key").chat.completions.create(
+        model=model_name, messages=QUESTION, max_tokens=2
+    )
     assert resp.choices[0].message.content is not None
     admin = httpx.get(f"{keyed.url}/v1/admin/config", headers={"Authorization": "Bearer query-key"})
     assert admin.status_code == 403 and admin.json()["error"]["code"] == "admin_required"
 
 
 def test_admin_key_can_do_everything(keyed, model_name: str) -> None:
-    resp = client(keyed, "admin-key").chat.completions.create(model=model_name, messages=QUESTION, max_tokens=2)
+    resp = client(keyed, "admin-key").chat.completions.create(
+        model=model_name, messages=QUESTION, max_tokens=2
+    )
     assert resp.usage.completion_tokens > 0
     admin = httpx.get(f"{keyed.url}/v1/admin/config", headers={"Authorization": "Bearer admin-key"})
     assert admin.status_code == 200
@@ -76,7 +80,9 @@ def test_loopback_needs_no_keys(host: str) -> None:
 def test_cli_refuses_public_bind_and_says_why() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 2

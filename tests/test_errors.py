@@ -28,18 +28,27 @@ def test_unknown_model_is_404(oai: openai.OpenAI, http: httpx.Client) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         oai.chat.completions.create(model="gpt-4o", messages=QUESTION)
     assert "gpt-4o" in str(exc.value)
-    err = assert_error(http.post("/v1/completions", json={"model": "nope", "prompt": "x"}), 404, "model_not_found")
+    err = assert_error(
+        http.post("/v1/completions", json={"model": "nope", "prompt": "x"}), 404, "model_not_found"
+    )
     assert err["param"] == "model"
 
 
 def test_prompt_longer_than_window_names_counts(http: httpx.Client, model_name: str, engine: Engine) -> None:
     window = engine.max_model_len
     ids = [28] * (window + 10)
-    err = assert_error(http.post("/v1/completions", json={"model": model_name, "prompt": ids}), 400, "context_length_exceeded")
+    err = assert_error(
+        http.post("/v1/completions", json={"model": model_name, "prompt": ids}),
+        400,
+        "context_length_exceeded",
+    )
     assert str(window) in err["message"] and str(window + 10) in err["message"]
     long_text = "word " * (window + 50)
     err = assert_error(
-        http.post("/v1/chat/completions", json={"model": model_name, "messages": [{"role": "user", "content": long_text}]}),
+        http.post(
+            "/v1/chat/completions",
+            json={"model": model_name, "messages": [{"role": "user", "content": long_text}]},
+        ),
         400,
         "context_length_exceeded",
     )
@@ -56,7 +65,11 @@ def test_max_tokens_beyond_window_names_counts(oai: openai.OpenAI, model_name: s
 
 
 def test_malformed_json_is_400(http: httpx.Client) -> None:
-    resp = http.post("/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+    resp = http.post(
+        "/v1/chat/completions",
+        content=b'{"model": "x", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert_error(resp, 400, "invalid_json")
 
 
@@ -75,7 +88,10 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
         {"model": "m", "messages": QUESTION, "top_p": 0},
         {"model": "m", "messages": QUESTION, "stop": ["a"] * 20},
         {"model": "m", "messages": QUESTION, "seed": 2**70},
-        {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+        },
     ],
 )
 def test_wrong_types_are_422(http: httpx.Client, model_name: str, body: dict) -> None:
@@ -94,21 +110,29 @@ def test_wrong_types_are_422(http: httpx.Client, model_name: str, body: dict) ->
         ({"min_tokens": 50, "max_tokens": 5}, "invalid_value"),
     ],
 )
-def test_unsupported_or_inconsistent_is_400(http: httpx.Client, model_name: str, extra: dict, code: str) -> None:
+def test_unsupported_or_inconsistent_is_400(
+    http: httpx.Client, model_name: str, extra: dict, code: str
+) -> None:
     body = {"model": model_name, "messages": QUESTION, **extra}
     assert_error(http.post("/v1/chat/completions", json=body), 400, code)
 
 
 def test_completion_edge_inputs(http: httpx.Client, model_name: str) -> None:
-    assert_error(http.post("/v1/completions", json={"model": model_name, "prompt": [10**9]}), 400, "invalid_value")
-    assert_error(http.post("/v1/completions", json={"model": model_name, "prompt": [-1]}), 400, "invalid_value")
+    assert_error(
+        http.post("/v1/completions", json={"model": model_name, "prompt": [10**9]}), 400, "invalid_value"
+    )
+    assert_error(
+        http.post("/v1/completions", json={"model": model_name, "prompt": [-1]}), 400, "invalid_value"
+    )
     assert_error(http.post("/v1/completions", json={"model": model_name, "prompt": ""}), 400, "empty_prompt")
     assert_error(http.post("/v1/completions", json={"model": model_name, "prompt": {"a": 1}}), 422)
 
 
 def test_oversized_body_is_413(http: httpx.Client, model_name: str, base_settings) -> None:
     big = "x" * (base_settings.max_body_bytes + 10)
-    resp = http.post("/v1/chat/completions", json={"model": model_name, "messages": [{"role": "user", "content": big}]})
+    resp = http.post(
+        "/v1/chat/completions", json={"model": model_name, "messages": [{"role": "user", "content": big}]}
+    )
     assert_error(resp, 413, "body_too_large")
 
     def chunks():  # no Content-Length: the limit is enforced while reading
@@ -124,12 +148,14 @@ def test_unknown_route_and_method(http: httpx.Client) -> None:
     assert_error(http.get("/v1/chat/completions"), 405)
 
 
-def test_server_survives_abrupt_disconnect(server, http: httpx.Client, model_name: str, engine: Engine) -> None:
+def test_server_survives_abrupt_disconnect(
+    server, http: httpx.Client, model_name: str, engine: Engine
+) -> None:
     """A client that vanishes mid-stream frees its engine slot; the server keeps serving."""
     host, port = server.url.removeprefix("http://").split(":")
     body = (
-        '{"model": "%s", "stream": true, "max_tokens": 400, "ignore_eos": true, '
-        '"messages": [{"role": "user", "content": "Tell a long story."}]}' % model_name
+        f'{{"model": "{model_name}", "stream": true, "max_tokens": 400, "ignore_eos": true, '
+        '"messages": [{"role": "user", "content": "Tell a long story."}]}'
     ).encode()
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
@@ -142,7 +168,9 @@ def test_server_survives_abrupt_disconnect(server, http: httpx.Client, model_nam
     while engine.stats().running_requests and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine.stats().running_requests == 0
-    resp = http.post("/v1/chat/completions", json={"model": model_name, "messages": QUESTION, "max_tokens": 5})
+    resp = http.post(
+        "/v1/chat/completions", json={"model": model_name, "messages": QUESTION, "max_tokens": 5}
+    )
     assert resp.status_code == 200
 
 

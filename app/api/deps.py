@@ -35,7 +35,9 @@ def get_metrics(state: StateDep) -> Metrics:
 def get_engine(state: StateDep) -> Engine:
     engine = state.engine
     if engine is None or not engine.ready:
-        raise APIError(503, f"The model is not ready ({state.engine_status}). Retry shortly.", code="engine_unavailable")
+        raise APIError(
+            503, f"The model is not ready ({state.engine_status}). Retry shortly.", code="engine_unavailable"
+        )
     return engine
 
 

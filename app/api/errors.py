@@ -42,7 +42,9 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
 
 async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     messages = {404: "Not found.", 405: "Method not allowed."}
-    return _response(APIError(exc.status_code, str(exc.detail) if exc.detail else messages.get(exc.status_code, "error")))
+    return _response(
+        APIError(exc.status_code, str(exc.detail) if exc.detail else messages.get(exc.status_code, "error"))
+    )
 
 
 async def unhandled(_: Request, exc: Exception) -> JSONResponse:

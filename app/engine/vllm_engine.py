@@ -70,21 +70,21 @@ class VLLMEngine(Engine):
                 "RoPE scaling is not available in this release; unset TAILOR_ENGINE__ROPE_SCALING__TYPE"
             )
         dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-        kwargs: dict[str, Any] = dict(
-            model=self.model,
-            tokenizer=self.model,
-            dtype=dtype,
-            max_model_len=s.max_model_len,
-            max_num_seqs=s.max_num_seqs,
-            enforce_eager=s.enforce_eager,
-            enable_prompt_embeds=True,
-            enable_lora=True,
-            max_loras=s.max_loras,
-            max_lora_rank=s.max_lora_rank,
-            seed=s.seed,
-            disable_log_stats=True,
-            enable_log_requests=False,
-        )
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "tokenizer": self.model,
+            "dtype": dtype,
+            "max_model_len": s.max_model_len,
+            "max_num_seqs": s.max_num_seqs,
+            "enforce_eager": s.enforce_eager,
+            "enable_prompt_embeds": True,
+            "enable_lora": True,
+            "max_loras": s.max_loras,
+            "max_lora_rank": s.max_lora_rank,
+            "seed": s.seed,
+            "disable_log_stats": True,
+            "enable_log_requests": False,
+        }
         if on_gpu:
             kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
         return AsyncEngineArgs(**kwargs)
@@ -155,9 +155,7 @@ class VLLMEngine(Engine):
         params = self._sampling_params(options)
         self._running += 1
         try:
-            stream = self._llm.generate(
-                {"prompt_token_ids": prompt.token_ids}, params, request_id
-            )
+            stream = self._llm.generate({"prompt_token_ids": prompt.token_ids}, params, request_id)
             async for out in stream:
                 yield [
                     OutputDelta(

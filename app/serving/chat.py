@@ -90,7 +90,9 @@ async def chat_stream(
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         return event(
-            ChatCompletionChunk(id=request_id, created=created, model=prep.model, choices=choices, usage=usage)
+            ChatCompletionChunk(
+                id=request_id, created=created, model=prep.model, choices=choices, usage=usage
+            )
         )
 
     t0 = time.perf_counter()
@@ -105,7 +107,13 @@ async def chat_stream(
         role = None if item.index in started else "assistant"
         started.add(item.index)
         yield chunk(
-            [ChatChunkChoice(index=item.index, delta=ChatDelta(role=role, content=d.text), finish_reason=d.finish_reason)]
+            [
+                ChatChunkChoice(
+                    index=item.index,
+                    delta=ChatDelta(role=role, content=d.text),
+                    finish_reason=d.finish_reason,
+                )
+            ]
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
     if include_usage:

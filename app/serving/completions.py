@@ -52,16 +52,21 @@ def _tokenize_prompts(req: CompletionRequest, tokenizer) -> tuple[list[list[int]
         else:
             bad = [t for t in item if not 0 <= t < vocab]
             if bad:
-                raise APIError(400, f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1}).", param="prompt", code="invalid_value")
+                raise APIError(
+                    400,
+                    f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1}).",
+                    param="prompt",
+                    code="invalid_value",
+                )
             ids.append(list(item))
             texts.append(tokenizer.decode(item))
     return ids, texts
 
 
-def prepare_completion(req: CompletionRequest, model: str, engine: Engine, settings: Settings) -> PreparedCompletion:
-    reject_unsupported(
-        req, {"suffix": bool(req.suffix), "best_of": req.best_of not in (None, 1, req.n)}
-    )
+def prepare_completion(
+    req: CompletionRequest, model: str, engine: Engine, settings: Settings
+) -> PreparedCompletion:
+    reject_unsupported(req, {"suffix": bool(req.suffix), "best_of": req.best_of not in (None, 1, req.n)})
     ids, texts = _tokenize_prompts(req, engine.tokenizer)
     window = engine.max_model_len
     longest = max(len(i) for i in ids)
@@ -72,7 +77,11 @@ def prepare_completion(req: CompletionRequest, model: str, engine: Engine, setti
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens)
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
 
 
 async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics) -> CompletionResponse:
@@ -89,7 +98,10 @@ async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics)
         for i, c in enumerate(gen.choices)
     ]
     return CompletionResponse(
-        id=request_id, model=prep.model, choices=choices, usage=_usage(gen.prompt_tokens, gen.completion_tokens)
+        id=request_id,
+        model=prep.model,
+        choices=choices,
+        usage=_usage(gen.prompt_tokens, gen.completion_tokens),
     )
 
 
@@ -128,6 +140,10 @@ async def completion_stream(
     if include_usage:
         yield event(
             CompletionResponse(
-                id=request_id, created=created, model=prep.model, choices=[], usage=_usage(prompt_tokens, completion_tokens)
+                id=request_id,
+                created=created,
+                model=prep.model,
+                choices=[],
+                usage=_usage(prompt_tokens, completion_tokens),
             )
         )

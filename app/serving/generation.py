@@ -26,7 +26,9 @@ def reject_unsupported(req: SamplingFields, extra: dict[str, object] | None = No
     }
     for name, present in unsupported.items():
         if present:
-            raise APIError(400, f"'{name}' is not supported by this server.", param=name, code="unsupported_parameter")
+            raise APIError(
+                400, f"'{name}' is not supported by this server.", param=name, code="unsupported_parameter"
+            )
 
 
 def check_prompt_fits(prompt_tokens: int, window: int, param: str) -> None:
@@ -42,7 +44,9 @@ def check_prompt_fits(prompt_tokens: int, window: int, param: str) -> None:
         )
 
 
-def sampling_options(req: SamplingFields, requested_max: int | None, prompt_tokens: int, window: int, settings: Settings) -> SamplingOptions:
+def sampling_options(
+    req: SamplingFields, requested_max: int | None, prompt_tokens: int, window: int, settings: Settings
+) -> SamplingOptions:
     """Map request fields onto engine sampling, enforcing the window and the service's limits."""
     room = window - prompt_tokens
     if requested_max is not None and requested_max > room:
@@ -58,10 +62,17 @@ def sampling_options(req: SamplingFields, requested_max: int | None, prompt_toke
         raise APIError(400, f"n must be at most {settings.max_n}.", param="n", code="invalid_value")
     max_tokens = requested_max if requested_max is not None else min(settings.default_max_tokens, room)
     if req.min_tokens > max_tokens:
-        raise APIError(400, "min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value")
+        raise APIError(
+            400, "min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value"
+        )
     temperature = settings.default_temperature if req.temperature is None else req.temperature
     if req.n > 1 and temperature == 0:
-        raise APIError(400, "n > 1 needs temperature > 0 (greedy choices would be identical).", param="n", code="invalid_value")
+        raise APIError(
+            400,
+            "n > 1 needs temperature > 0 (greedy choices would be identical).",
+            param="n",
+            code="invalid_value",
+        )
     return SamplingOptions(
         max_tokens=max_tokens,
         n=req.n,

@@ -13,16 +13,23 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "tailor_requests", "HTTP requests by route and status.", ["method", "route", "status"],
+            "tailor_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "tailor_request_latency_seconds", "Time until the whole response was sent.",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "tailor_request_latency_seconds",
+            "Time until the whole response was sent.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.ttft = Histogram(
-            "tailor_time_to_first_token_seconds", "Streaming: time to the first generated text.",
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "tailor_time_to_first_token_seconds",
+            "Streaming: time to the first generated text.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.prompt_tokens = Counter(
             "tailor_prompt_tokens", "Prompt tokens sent to the engine.", ["model"], registry=self.registry

@@ -1,0 +1,381 @@
+"""Serving overhead: Tailor's HTTP API vs the bare vLLM engine vs transformers ``generate``.
+
+The same chat prompts (greedy, exactly ``--max-tokens`` new tokens each) at several concurrency
+levels through
+  (a) Tailor over HTTP (a ``tailor serve`` subprocess, streamed chat completions via httpx),
+  (b) vLLM's AsyncLLM in this process with identical engine arguments and token ids,
+  (c) Hugging Face transformers ``generate`` (static batches of ``concurrency`` prompts).
+Reports output tokens/s, time to first token and end-to-end latency p50/p99, and the ratios a/b
+and a/c. Run: ``.venv/bin/python bench/serve.py`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Explain what a contract's force majeure clause is.",
+    "List three symptoms of dehydration.",
+    "What does a central bank do?",
+    "How does a mobile network hand over a call between cells?",
+    "Summarize the water cycle in two sentences.",
+    "What is the difference between a stock and a bond?",
+    "Give a short definition of negligence in tort law.",
+    "Why do we need vaccines?",
+    "Describe how interest rates affect inflation.",
+    "What is 5G?",
+    "Write a haiku about the sea.",
+    "What is photosynthesis?",
+    "Explain recursion to a child.",
+    "What are the three branches of government?",
+    "How do I keep a houseplant alive?",
+]
+
+
+@dataclass
+class Run:
+    mode: str
+    concurrency: int
+    requests: int
+    output_tokens: int
+    wall_s: float
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+
+    @property
+    def tok_per_s(self) -> float:
+        return self.output_tokens / self.wall_s
+
+    def pct(self, values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+    def summary(self) -> dict:
+        return {
+            "mode": self.mode,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "output_tokens": self.output_tokens,
+            "wall_s": round(self.wall_s, 2),
+            "tok_per_s": round(self.tok_per_s, 1),
+            "latency_p50_s": round(self.pct(self.latencies, 50), 3),
+            "latency_p99_s": round(self.pct(self.latencies, 99), 3),
+            "ttft_p50_s": round(self.pct(self.ttfts, 50), 3),
+            "ttft_p99_s": round(self.pct(self.ttfts, 99), 3),
+        }
+
+
+def prompts_for(n: int) -> list[list[dict]]:
+    return [[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}] for i in range(n)]
+
+
+def n_requests(concurrency: int, minimum: int) -> int:
+    return max(minimum, 2 * concurrency)
+
+
+# -- (b) bare engine ------------------------------------------------------------------------------
+async def bench_engine(settings, model: str, levels: list[int], max_tokens: int, minimum: int) -> list[Run]:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from app.engine.vllm_engine import VLLMEngine, _apply_environment, _on_gpu
+    from prompts import render_chat
+
+    wrapper = VLLMEngine(settings.engine, model)
+    _apply_environment(settings.engine, _on_gpu())
+    llm = AsyncLLM.from_engine_args(wrapper._engine_args(_on_gpu()))
+    tokenizer = llm.get_tokenizer()
+    params = SamplingParams(
+        max_tokens=max_tokens, temperature=0, ignore_eos=True, output_kind=RequestOutputKind.DELTA
+    )
+    runs = []
+    try:
+        await warm_engine(llm, tokenizer, params)
+        for c in levels:
+            chats = prompts_for(n_requests(c, minimum))
+            ids = [render_chat(tokenizer, m).token_ids for m in chats]
+            sem = asyncio.Semaphore(c)
+            run = Run("engine", c, len(ids), 0, 0.0)
+
+            async def one(i: int, run: Run = run, sem: asyncio.Semaphore = sem, ids: list = ids) -> None:
+                async with sem:
+                    t0 = time.perf_counter()
+                    first = None
+                    async for out in llm.generate({"prompt_token_ids": ids[i]}, params, f"b{run.concurrency}-{i}"):
+                        if first is None and out.outputs and out.outputs[0].text:
+                            first = time.perf_counter() - t0
+                        run.output_tokens += len(out.outputs[0].token_ids) if out.outputs else 0
+                    run.latencies.append(time.perf_counter() - t0)
+                    run.ttfts.append(first or 0.0)
+
+            t = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(len(ids))))
+            run.wall_s = time.perf_counter() - t
+            runs.append(run)
+            print(json.dumps(run.summary()), flush=True)
+    finally:
+        llm.shutdown()
+    return runs
+
+
+async def warm_engine(llm, tokenizer, params) -> None:
+    from prompts import render_chat
+
+    ids = render_chat(tokenizer, prompts_for(1)[0]).token_ids
+    async for _ in llm.generate({"prompt_token_ids": ids}, params, "warm"):
+        pass
+
+
+# -- (a) Tailor over HTTP -------------------------------------------------------------------------
+async def bench_http(
+    url: str, model_name: str, levels: list[int], max_tokens: int, minimum: int
+) -> list[Run]:
+    import httpx
+
+    runs = []
+    limits = httpx.Limits(max_connections=max(levels) + 4, max_keepalive_connections=max(levels) + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        await chat_once(client, model_name, prompts_for(1)[0], max_tokens)  # warm-up
+        for c in levels:
+            chats = prompts_for(n_requests(c, minimum))
+            sem = asyncio.Semaphore(c)
+            run = Run("tailor-http", c, len(chats), 0, 0.0)
+
+            async def one(m: list[dict], run: Run = run, sem: asyncio.Semaphore = sem) -> None:
+                async with sem:
+                    t0 = time.perf_counter()
+                    first, tokens = await chat_once(client, model_name, m, max_tokens)
+                    run.latencies.append(time.perf_counter() - t0)
+                    run.ttfts.append(first - t0)
+                    run.output_tokens += tokens
+
+            t = time.perf_counter()
+            await asyncio.gather(*(one(m) for m in chats))
+            run.wall_s = time.perf_counter() - t
+            runs.append(run)
+            print(json.dumps(run.summary()), flush=True)
+    return runs
+
+
+async def chat_once(client, model_name: str, messages: list[dict], max_tokens: int) -> tuple[float, int]:
+    body = {
+        "model": model_name,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    first = 0.0
+    tokens = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(event["error"])
+            if event["choices"] and event["choices"][0]["delta"].get("content") and not first:
+                first = time.perf_counter()
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+    if tokens != max_tokens:
+        raise RuntimeError(f"expected {max_tokens} tokens, got {tokens}")
+    return first, tokens
+
+
+def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import httpx
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("tailor serve exited during start-up")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise TimeoutError("server did not become ready")
+
+
+# -- (c) transformers -----------------------------------------------------------------------------
+def bench_transformers(model: str, levels: list[int], max_tokens: int, minimum: int, dtype: str) -> list[Run]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prompts import render_chat
+
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.padding_side = "left"
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+    runs = []
+    for c in levels:
+        chats = prompts_for(n_requests(c, minimum))
+        ids = [render_chat(tok, m).token_ids for m in chats]
+        run = Run("transformers", c, len(ids), 0, 0.0)
+        t = time.perf_counter()
+        for start in range(0, len(ids), c):
+            batch = ids[start : start + c]
+            width = max(len(x) for x in batch)
+            input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in batch])
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch])
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = hf.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_tokens,
+                    min_new_tokens=max_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                )
+            dt = time.perf_counter() - t0
+            run.output_tokens += (out.shape[1] - width) * len(batch)
+            run.latencies += [dt] * len(batch)
+        run.wall_s = time.perf_counter() - t
+        runs.append(run)
+        print(json.dumps(run.summary()), flush=True)
+    return runs
+
+
+def ratio_table(runs: list[Run]) -> str:
+    by = {(r.mode, r.concurrency): r for r in runs}
+    levels = sorted({r.concurrency for r in runs})
+    lines = [
+        "| concurrency | mode | requests | tok/s | latency p50 (s) | latency p99 (s) | TTFT p50 (s) | TTFT p99 (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in levels:
+        for mode in ("tailor-http", "engine", "transformers"):
+            r = by.get((mode, c))
+            if r:
+                s = r.summary()
+                ttft = (s["ttft_p50_s"], s["ttft_p99_s"]) if mode != "transformers" else ("-", "-")
+                lines.append(
+                    f"| {c} | {mode} | {s['requests']} | {s['tok_per_s']} | {s['latency_p50_s']} | "
+                    f"{s['latency_p99_s']} | {ttft[0]} | {ttft[1]} |"
+                )
+    lines += [
+        "",
+        "| concurrency | tok/s a/b (HTTP/engine) | p50 latency a/b | tok/s a/c (HTTP/transformers) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for c in levels:
+        a, b, t = by.get(("tailor-http", c)), by.get(("engine", c)), by.get(("transformers", c))
+        ab = f"{a.tok_per_s / b.tok_per_s:.3f}" if a and b else "-"
+        lab = f"{a.pct(a.latencies, 50) / b.pct(b.latencies, 50):.3f}" if a and b else "-"
+        ac = f"{a.tok_per_s / t.tok_per_s:.2f}" if a and t else "-"
+        lines.append(f"| {c} | {ab} | {lab} | {ac} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--min-requests", type=int, default=12, help="requests per level: max(this, 2 x concurrency)"
+    )
+    parser.add_argument("--modes", nargs="+", default=["engine", "http", "transformers"])
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
+    args = parser.parse_args()
+
+    from app.config import Settings
+    from app.models.prepare import resolve_backbone
+    from app.serving.models import served_name
+
+    settings = Settings()
+    settings.engine.max_num_seqs = max(settings.engine.max_num_seqs, max(args.concurrency))
+    model = resolve_backbone(settings.model, settings.data_dir)
+    runs: list[Run] = []
+    if "engine" in args.modes:
+        runs += asyncio.run(
+            bench_engine(settings, model, args.concurrency, args.max_tokens, args.min_requests)
+        )
+    if "http" in args.modes:
+        env = {
+            **os.environ,
+            "TAILOR_ENGINE__MAX_NUM_SEQS": str(settings.engine.max_num_seqs),
+            "TAILOR_LOG_LEVEL": "warning",
+        }
+        proc = start_server(args.port, env)
+        try:
+            name = served_name(model, settings.served_model_name)
+            runs += asyncio.run(
+                bench_http(
+                    f"http://127.0.0.1:{args.port}",
+                    name,
+                    args.concurrency,
+                    args.max_tokens,
+                    args.min_requests,
+                )
+            )
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    if "transformers" in args.modes:
+        import torch
+
+        dtype = (
+            settings.engine.dtype
+            if settings.engine.dtype != "auto"
+            else ("bfloat16" if torch.cuda.is_available() else "float32")
+        )
+        runs += bench_transformers(model, args.concurrency, args.max_tokens, args.min_requests, dtype)
+
+    table = ratio_table(runs)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                },
+                "model": model,
+                "max_tokens": args.max_tokens,
+                "runs": [r.summary() for r in runs],
+                "raw": [asdict(r) for r in runs],
+                "table": table,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
