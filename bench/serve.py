@@ -118,7 +118,9 @@ async def bench_engine(settings, model: str, levels: list[int], max_tokens: int,
                 async with sem:
                     t0 = time.perf_counter()
                     first = None
-                    async for out in llm.generate({"prompt_token_ids": ids[i]}, params, f"b{run.concurrency}-{i}"):
+                    async for out in llm.generate(
+                        {"prompt_token_ids": ids[i]}, params, f"b{run.concurrency}-{i}"
+                    ):
                         if first is None and out.outputs and out.outputs[0].text:
                             first = time.perf_counter() - t0
                         run.output_tokens += len(out.outputs[0].token_ids) if out.outputs else 0
