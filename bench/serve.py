@@ -89,90 +89,100 @@ def n_requests(concurrency: int, minimum: int) -> int:
     return max(minimum, 2 * concurrency)
 
 
-# -- (b) bare engine ------------------------------------------------------------------------------
-async def bench_engine(settings, model: str, levels: list[int], max_tokens: int, minimum: int) -> list[Run]:
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-    from vllm.v1.engine.async_llm import AsyncLLM
+# -- targets: (b) the bare engine in-process, (a) Tailor over HTTP, bare vLLM over HTTP ------------
+class EngineTarget:
+    """vLLM's AsyncLLM in this process, with exactly the engine arguments Tailor uses."""
 
-    from app.engine.vllm_engine import VLLMEngine, _apply_environment, _on_gpu
-    from prompts import render_chat
+    mode = "engine"
 
-    wrapper = VLLMEngine(settings.engine, model)
-    _apply_environment(settings.engine, _on_gpu())
-    llm = AsyncLLM.from_engine_args(wrapper._engine_args(_on_gpu()))
-    tokenizer = llm.get_tokenizer()
-    params = SamplingParams(
-        max_tokens=max_tokens, temperature=0, ignore_eos=True, output_kind=RequestOutputKind.DELTA
-    )
+    def __init__(self, settings, model: str, max_tokens: int) -> None:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from app.engine.vllm_engine import VLLMEngine, _apply_environment, _on_gpu
+
+        _apply_environment(settings.engine, _on_gpu())
+        self.llm = AsyncLLM.from_engine_args(VLLMEngine(settings.engine, model)._engine_args(_on_gpu()))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.params = SamplingParams(
+            max_tokens=max_tokens, temperature=0, ignore_eos=True, output_kind=RequestOutputKind.DELTA
+        )
+        self.count = 0
+
+    async def request(self, messages: list[dict]) -> tuple[float, float, int]:
+        from prompts import render_chat
+
+        ids = render_chat(self.tokenizer, messages).token_ids
+        self.count += 1
+        t0 = time.perf_counter()
+        first, tokens = 0.0, 0
+        async for out in self.llm.generate({"prompt_token_ids": ids}, self.params, f"b{self.count}"):
+            if not first and out.outputs and out.outputs[0].text:
+                first = time.perf_counter()
+            tokens += len(out.outputs[0].token_ids) if out.outputs else 0
+        return t0, first, tokens
+
+    def close(self) -> None:
+        self.llm.shutdown()
+
+
+class HTTPTarget:
+    """An OpenAI-compatible server in a subprocess, driven with streamed chat completions."""
+
+    def __init__(
+        self, mode: str, port: int, name: str, max_tokens: int, env: dict, cmd: list[str] | None = None
+    ):
+        import httpx
+
+        self.mode = mode
+        self.name = name
+        self.max_tokens = max_tokens
+        self.proc = start_server(port, env, cmd)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600, limits=limits)
+
+    async def request(self, messages: list[dict]) -> tuple[float, float, int]:
+        t0 = time.perf_counter()
+        first, tokens = await chat_once(self.client, self.name, messages, self.max_tokens)
+        return t0, first, tokens
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+async def run_level(target, concurrency: int, chats: list[list[dict]], run: Run) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(messages: list[dict]) -> None:
+        async with sem:
+            t0, first, tokens = await target.request(messages)
+            run.latencies.append(time.perf_counter() - t0)
+            run.ttfts.append(first - t0 if first else 0.0)
+            run.output_tokens += tokens
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(m) for m in chats))
+    run.wall_s += time.perf_counter() - t
+    run.requests += len(chats)
+
+
+async def bench_interleaved(targets: list, levels: list[int], minimum: int, rounds: int) -> list[Run]:
+    """Alternate the targets round by round so drift on a shared 2-core machine hits all alike."""
+    for target in targets:  # warm-up
+        await target.request(prompts_for(1)[0])
     runs = []
-    try:
-        await warm_engine(llm, tokenizer, params)
-        for c in levels:
-            chats = prompts_for(n_requests(c, minimum))
-            ids = [render_chat(tokenizer, m).token_ids for m in chats]
-            sem = asyncio.Semaphore(c)
-            run = Run("engine", c, len(ids), 0, 0.0)
-
-            async def one(i: int, run: Run = run, sem: asyncio.Semaphore = sem, ids: list = ids) -> None:
-                async with sem:
-                    t0 = time.perf_counter()
-                    first = None
-                    async for out in llm.generate(
-                        {"prompt_token_ids": ids[i]}, params, f"b{run.concurrency}-{i}"
-                    ):
-                        if first is None and out.outputs and out.outputs[0].text:
-                            first = time.perf_counter() - t0
-                        run.output_tokens += len(out.outputs[0].token_ids) if out.outputs else 0
-                    run.latencies.append(time.perf_counter() - t0)
-                    run.ttfts.append(first or 0.0)
-
-            t = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(len(ids))))
-            run.wall_s = time.perf_counter() - t
-            runs.append(run)
+    for c in levels:
+        chats = prompts_for(n_requests(c, minimum))
+        level = {t.mode: Run(t.mode, c, 0, 0, 0.0) for t in targets}
+        for r in range(rounds):
+            order = targets[r % len(targets) :] + targets[: r % len(targets)]
+            for target in order:
+                await run_level(target, c, chats, level[target.mode])
+        for run in level.values():
             print(json.dumps(run.summary()), flush=True)
-    finally:
-        llm.shutdown()
-    return runs
-
-
-async def warm_engine(llm, tokenizer, params) -> None:
-    from prompts import render_chat
-
-    ids = render_chat(tokenizer, prompts_for(1)[0]).token_ids
-    async for _ in llm.generate({"prompt_token_ids": ids}, params, "warm"):
-        pass
-
-
-# -- (a) Tailor over HTTP -------------------------------------------------------------------------
-async def bench_http(
-    url: str, model_name: str, levels: list[int], max_tokens: int, minimum: int
-) -> list[Run]:
-    import httpx
-
-    runs = []
-    limits = httpx.Limits(max_connections=max(levels) + 4, max_keepalive_connections=max(levels) + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-        await chat_once(client, model_name, prompts_for(1)[0], max_tokens)  # warm-up
-        for c in levels:
-            chats = prompts_for(n_requests(c, minimum))
-            sem = asyncio.Semaphore(c)
-            run = Run("tailor-http", c, len(chats), 0, 0.0)
-
-            async def one(m: list[dict], run: Run = run, sem: asyncio.Semaphore = sem) -> None:
-                async with sem:
-                    t0 = time.perf_counter()
-                    first, tokens = await chat_once(client, model_name, m, max_tokens)
-                    run.latencies.append(time.perf_counter() - t0)
-                    run.ttfts.append(first - t0)
-                    run.output_tokens += tokens
-
-            t = time.perf_counter()
-            await asyncio.gather(*(one(m) for m in chats))
-            run.wall_s = time.perf_counter() - t
-            runs.append(run)
-            print(json.dumps(run.summary()), flush=True)
+        runs += level.values()
     return runs
 
 
@@ -205,9 +215,26 @@ async def chat_once(client, model_name: str, messages: list[dict], max_tokens: i
     return first, tokens
 
 
-def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+def vllm_server_command(settings, model: str, name: str, port: int) -> list[str]:
+    """Bare vLLM OpenAI server with the engine arguments Tailor uses (a reference for HTTP cost)."""
+    from app.engine.vllm_engine import VLLMEngine, _on_gpu
+
+    a = VLLMEngine(settings.engine, model)._engine_args(_on_gpu())
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    cmd += ["--served-model-name", name, "--port", str(port), "--dtype", a.dtype]
+    cmd += ["--max-num-seqs", str(a.max_num_seqs), "--seed", str(a.seed), "--disable-log-stats"]
+    cmd += ["--enable-prompt-embeds", "--enable-lora", "--max-loras", str(a.max_loras)]
+    cmd += ["--max-lora-rank", str(a.max_lora_rank)]
+    if a.enforce_eager:
+        cmd.append("--enforce-eager")
+    if a.max_model_len:
+        cmd += ["--max-model-len", str(a.max_model_len)]
+    return cmd
+
+
+def start_server(port: int, env: dict[str, str], cmd: list[str] | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cmd or [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -218,7 +245,7 @@ def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("tailor serve exited during start-up")
+            raise RuntimeError(f"{cmd[2] if cmd else 'tailor serve'} exited during start-up")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
                 return proc
@@ -277,7 +304,7 @@ def ratio_table(runs: list[Run]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in levels:
-        for mode in ("tailor-http", "engine", "transformers"):
+        for mode in ("tailor-http", "engine", "vllm-http", "transformers"):
             r = by.get((mode, c))
             if r:
                 s = r.summary()
@@ -293,10 +320,12 @@ def ratio_table(runs: list[Run]) -> str:
     ]
     for c in levels:
         a, b, t = by.get(("tailor-http", c)), by.get(("engine", c)), by.get(("transformers", c))
+        v = by.get(("vllm-http", c))
+        av = f"{a.tok_per_s / v.tok_per_s:.3f}" if a and v else "-"
         ab = f"{a.tok_per_s / b.tok_per_s:.3f}" if a and b else "-"
         lab = f"{a.pct(a.latencies, 50) / b.pct(b.latencies, 50):.3f}" if a and b else "-"
         ac = f"{a.tok_per_s / t.tok_per_s:.2f}" if a and t else "-"
-        lines.append(f"| {c} | {ab} | {lab} | {ac} |")
+        lines.append(f"| {c} | {ab} | {lab} | {av} | {ac} |")
     return "\n".join(lines)
 
 
@@ -309,8 +338,14 @@ def main() -> None:
     parser.add_argument(
         "--min-requests", type=int, default=12, help="requests per level: max(this, 2 x concurrency)"
     )
-    parser.add_argument("--modes", nargs="+", default=["engine", "http", "transformers"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["engine", "http", "vllm-http", "transformers"],
+        help="engine: (b); http: (a); vllm-http: bare vLLM OpenAI server, same client; transformers: (c)",
+    )
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per level and target")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
     args = parser.parse_args()
 
@@ -322,31 +357,32 @@ def main() -> None:
     settings.engine.max_num_seqs = max(settings.engine.max_num_seqs, max(args.concurrency))
     model = resolve_backbone(settings.model, settings.data_dir)
     runs: list[Run] = []
-    if "engine" in args.modes:
-        runs += asyncio.run(
-            bench_engine(settings, model, args.concurrency, args.max_tokens, args.min_requests)
-        )
-    if "http" in args.modes:
-        env = {
-            **os.environ,
-            "TAILOR_ENGINE__MAX_NUM_SEQS": str(settings.engine.max_num_seqs),
-            "TAILOR_LOG_LEVEL": "warning",
-        }
-        proc = start_server(args.port, env)
-        try:
-            name = served_name(model, settings.served_model_name)
-            runs += asyncio.run(
-                bench_http(
-                    f"http://127.0.0.1:{args.port}",
-                    name,
-                    args.concurrency,
-                    args.max_tokens,
-                    args.min_requests,
-                )
-            )
-        finally:
-            proc.terminate()
-            proc.wait(60)
+    name = served_name(model, settings.served_model_name)
+    from app.engine.vllm_engine import _apply_environment, _on_gpu
+
+    _apply_environment(settings.engine, _on_gpu())
+    env = {
+        **os.environ,
+        "TAILOR_ENGINE__MAX_NUM_SEQS": str(settings.engine.max_num_seqs),
+        "TAILOR_LOG_LEVEL": "warning",
+    }
+    targets: list = []
+    try:
+        if "http" in args.modes:
+            targets.append(HTTPTarget("tailor-http", args.port, name, args.max_tokens, env))
+        if "vllm-http" in args.modes:
+            cmd = vllm_server_command(settings, model, name, args.port + 1)
+            targets.append(HTTPTarget("vllm-http", args.port + 1, name, args.max_tokens, env, cmd))
+
+        async def interleaved() -> list[Run]:
+            if "engine" in args.modes:
+                targets.insert(0, EngineTarget(settings, model, args.max_tokens))
+            return await bench_interleaved(targets, args.concurrency, args.min_requests, args.rounds)
+
+        runs += asyncio.run(interleaved())
+    finally:
+        for target in targets:
+            target.close()
     if "transformers" in args.modes:
         import torch
 
