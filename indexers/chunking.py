@@ -43,9 +43,7 @@ class Chunker:
         self.overlap = overlap
 
     def _encode(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        enc = self.tokenizer(
-            texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return list(zip(enc["input_ids"], enc["offset_mapping"], strict=True))
 
     def split(self, doc: LoadedDocument) -> list[Chunk]:
@@ -85,7 +83,11 @@ class Chunker:
                 step = self.max_tokens - self.overlap
                 for begin in range(0, n, step):
                     end = min(begin + self.max_tokens, n)
-                    out.append(Chunk(start + len(out), text[offsets[begin][0] : offsets[end - 1][1]], loc, end - begin))
+                    out.append(
+                        Chunk(
+                            start + len(out), text[offsets[begin][0] : offsets[end - 1][1]], loc, end - begin
+                        )
+                    )
                     if end == n:
                         break
                 carry = ("", 0)

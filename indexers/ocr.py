@@ -42,4 +42,6 @@ def ocr_image(image: Any) -> str:
     return pytesseract.image_to_string(image.convert("RGB"), lang=languages).strip()
 
 
-NEEDS_OCR = "needs OCR: install Tesseract (Debian: apt-get install tesseract-ocr tesseract-ocr-spa) and re-ingest"
+NEEDS_OCR = (
+    "needs OCR: install Tesseract (Debian: apt-get install tesseract-ocr tesseract-ocr-spa) and re-ingest"
+)

@@ -33,7 +33,11 @@ def load_eml(data: bytes, filename: str) -> LoadedDocument:
             body = content.strip()
     doc.sections.append(Section(header_text, Location(section="headers")))
     if body:
-        sections, _ = markdown_sections(body) if body_part and body_part.get_content_subtype() == "html" else ([Section(body)], None)
+        sections, _ = (
+            markdown_sections(body)
+            if body_part and body_part.get_content_subtype() == "html"
+            else ([Section(body)], None)
+        )
         for s in sections:
             doc.sections.append(Section(s.text, Location(section=s.location.section or "body")))
     for part in msg.iter_attachments():

@@ -25,7 +25,9 @@ def load_docx(data: bytes, filename: str) -> LoadedDocument:
     def flush() -> None:
         if units:
             heading = " > ".join(h for _, h in path) or None
-            doc.sections.append(Section("\n\n".join(u for u, _ in units), Location(section=heading), list(units)))
+            doc.sections.append(
+                Section("\n\n".join(u for u, _ in units), Location(section=heading), list(units))
+            )
             units.clear()
 
     for block in document.iter_inner_content():
@@ -70,18 +72,21 @@ def _cell(value: object) -> str:
 
 def rows_section(rows: list[list[str]], sheet: str | None, first_row: int = 1) -> Section | None:
     """Render rows as ``header: value`` lines, one unit per row, located by sheet and row number."""
-    rows = [r for r in rows]
     header_index = next((i for i, r in enumerate(rows) if any(r)), None)
     if header_index is None:
         return None
     headers = [h or f"column {i + 1}" for i, h in enumerate(rows[header_index])]
     units: list[tuple[str, Location]] = []
     for offset, row in enumerate(rows[header_index + 1 :], start=header_index + 1):
-        pairs = [f"{headers[i] if i < len(headers) else f'column {i + 1}'}: {v}" for i, v in enumerate(row) if v]
+        pairs = [
+            f"{headers[i] if i < len(headers) else f'column {i + 1}'}: {v}" for i, v in enumerate(row) if v
+        ]
         if pairs:
             units.append(("; ".join(pairs), Location(sheet=sheet, row=first_row + offset)))
     if not units:  # a header-only sheet still says something
-        units.append(("; ".join(h for h in headers if h), Location(sheet=sheet, row=first_row + header_index)))
+        units.append(
+            ("; ".join(h for h in headers if h), Location(sheet=sheet, row=first_row + header_index))
+        )
     return Section("\n".join(u for u, _ in units), Location(sheet=sheet), units)
 
 

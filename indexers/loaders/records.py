@@ -67,7 +67,9 @@ def load_json(data: bytes, filename: str) -> LoadedDocument:
     except json.JSONDecodeError as exc:
         raise LoaderError(f"invalid JSON: {exc}") from exc
     if isinstance(value, dict):
-        lists = [v for v in value.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+        lists = [
+            v for v in value.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)
+        ]
         records = lists[0] if len(lists) == 1 and len(value) <= 3 else [value]
     elif isinstance(value, list):
         records = value

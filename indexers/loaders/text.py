@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from indexers.documents import LoadedDocument, Location, LoaderError, Section
+from indexers.documents import LoadedDocument, LoaderError, Location, Section
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
@@ -71,8 +71,28 @@ def load_markdown(data: bytes, filename: str) -> LoadedDocument:
 
 
 _BLOCKS = (
-    "p", "div", "section", "article", "header", "footer", "main", "aside", "nav", "table", "ul",
-    "ol", "pre", "blockquote", "dl", "dt", "dd", "figure", "figcaption", "form", "hr", "address",
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "aside",
+    "nav",
+    "table",
+    "ul",
+    "ol",
+    "pre",
+    "blockquote",
+    "dl",
+    "dt",
+    "dd",
+    "figure",
+    "figcaption",
+    "form",
+    "hr",
+    "address",
 )
 
 

@@ -1,0 +1,54 @@
+"""Embedders: a two-method interface and the sentence-transformers implementation.
+
+Vectors are L2-normalized float32, so inner product is cosine similarity everywhere.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from typing import Any
+
+import numpy as np
+
+
+class Embedder(abc.ABC):
+    dim: int
+    #: A Hugging Face tokenizer whose tokens size the chunks.
+    tokenizer: Any
+    #: Longest input (in tokens) the model reads; longer text is truncated by the model.
+    max_tokens: int
+
+    @abc.abstractmethod
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalized."""
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+class SentenceTransformerEmbedder(Embedder):
+    def __init__(self, model: str, device: str | None = None, batch_size: int = 64) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(model, device=device, local_files_only=True)
+        dimension = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension())
+        self.tokenizer = self.model.tokenizer
+        self.max_tokens = int(self.model.max_seq_length)
+        self.batch_size = batch_size
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

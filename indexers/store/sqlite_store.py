@@ -1,0 +1,383 @@
+"""SQLite side of a collection: documents, chunks with their vectors, FTS5 for BM25, filters.
+
+It is the source of truth: a document and all its chunks (vectors included) are written in one
+transaction with ``synchronous=FULL``, so an acknowledged ingest survives a crash, and the vector
+index can always be rebuilt or reconciled from here. Chunk row ids are AUTOINCREMENT, never
+reused, so a stale vector id can never point at a new chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    filename TEXT,
+    title TEXT,
+    content_type TEXT,
+    language TEXT,
+    page_count INTEGER,
+    sha256 TEXT NOT NULL,
+    parent_id TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    chunk_count INTEGER NOT NULL DEFAULT 0,
+    size_bytes INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_sha ON documents(sha256);
+CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id);
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    document_id TEXT NOT NULL REFERENCES documents(id),
+    ordinal INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    page INTEGER,
+    section TEXT,
+    sheet TEXT,
+    row INTEGER,
+    tokens INTEGER,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+"""
+
+DOCUMENT_FIELDS = ("id", "filename", "title", "content_type", "language", "parent_id", "status", "sha256")
+CHUNK_FIELDS = ("page", "section", "sheet", "row")
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class FilterError(ValueError):
+    """A metadata filter that cannot be applied (unknown operator, bad key or value)."""
+
+
+@dataclass
+class DocumentRecord:
+    id: str
+    sha256: str
+    status: str
+    filename: str | None = None
+    title: str | None = None
+    content_type: str | None = None
+    language: str | None = None
+    page_count: int | None = None
+    parent_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    chunk_count: int = 0
+    size_bytes: int | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class ChunkRow:
+    ordinal: int
+    text: str
+    tokens: int
+    vector: np.ndarray
+    page: int | None = None
+    section: str | None = None
+    sheet: str | None = None
+    row: int | None = None
+
+
+def _doc(row: sqlite3.Row) -> DocumentRecord:
+    data = dict(row)
+    data["metadata"] = json.loads(data["metadata"])
+    data["warnings"] = json.loads(data["warnings"])
+    return DocumentRecord(**data)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    raise FilterError(f"filter values must be strings, numbers, booleans or null, not {type(value).__name__}")
+
+
+def compile_filter(flt: dict[str, Any] | None) -> tuple[str, list[Any]]:
+    """Turn ``{"field": value | {"$op": value}}`` into a SQL condition over ``d`` and ``c``.
+
+    Fields are document columns, chunk locations (page, section, sheet, row) or user metadata keys.
+    """
+    if not flt:
+        return "1", []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, cond in flt.items():
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise FilterError(f"invalid filter field {key!r}")
+        prefix: list[Any] = []
+        if key == "document_id":
+            column = "d.id"
+        elif key in DOCUMENT_FIELDS:
+            column = f"d.{key}"
+        elif key in CHUNK_FIELDS:
+            column = f"c.{key}"
+        else:
+            column = "json_extract(d.metadata, ?)"
+            prefix = [f'$."{key}"']
+        ops = cond if isinstance(cond, dict) else {"$eq": cond}
+        if not ops:
+            raise FilterError(f"empty condition for {key!r}")
+        for op, value in ops.items():
+            if op in ("$in", "$nin"):
+                if not isinstance(value, list) or not value or len(value) > 1000:
+                    raise FilterError(f"{op} needs a list of 1 to 1000 values")
+                marks = ",".join("?" * len(value))
+                neg = "NOT " if op == "$nin" else ""
+                clauses.append(f"{column} {neg}IN ({marks})")
+                params += prefix + [_scalar(v) for v in value]
+            elif op in _OPS:
+                if value is None and op in ("$eq", "$ne"):
+                    clauses.append(f"{column} IS {'NOT ' if op == '$ne' else ''}NULL")
+                    params += prefix
+                else:
+                    clauses.append(f"{column} {_OPS[op]} ?")
+                    params += prefix + [_scalar(value)]
+            else:
+                raise FilterError(
+                    f"unknown filter operator {op!r}; use one of {', '.join([*_OPS, '$in', '$nin'])}"
+                )
+    return " AND ".join(clauses), params
+
+
+def fts_query(text: str) -> str | None:
+    """Words of ``text`` as an FTS5 OR-query of quoted terms (no FTS syntax from users)."""
+    words = [w for w in _WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
+    if not words:
+        return None
+    unique = list(dict.fromkeys(words))[:64]
+    return " OR ".join(f'"{w}"' for w in unique)
+
+
+class DocumentStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- documents -------------------------------------------------------------------------------
+    def get(self, doc_id: str) -> DocumentRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return _doc(row) if row else None
+
+    def find_by_hash(self, sha256: str) -> DocumentRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM documents WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
+        return _doc(row) if row else None
+
+    def list(self, offset: int = 0, limit: int = 50, parent_id: str | None = None) -> list[DocumentRecord]:
+        with self._lock:
+            if parent_id is None:
+                rows = self._db.execute(
+                    "SELECT * FROM documents ORDER BY created_at, id LIMIT ? OFFSET ?", (limit, offset)
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM documents WHERE parent_id = ? ORDER BY created_at, id", (parent_id,)
+                ).fetchall()
+        return [_doc(r) for r in rows]
+
+    def count(self) -> tuple[int, int]:
+        with self._lock:
+            docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+            chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return docs, chunks
+
+    def replace(self, record: DocumentRecord, chunks: list[ChunkRow]) -> tuple[np.ndarray, np.ndarray]:
+        """Write a document and its chunks atomically, replacing any previous version.
+
+        Returns (new chunk row ids, removed chunk row ids) for the vector index.
+        """
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                old = db.execute("SELECT created_at FROM documents WHERE id = ?", (record.id,)).fetchone()
+                removed = [
+                    r[0] for r in db.execute("SELECT rowid FROM chunks WHERE document_id = ?", (record.id,))
+                ]
+                db.execute("DELETE FROM chunks WHERE document_id = ?", (record.id,))
+                record.created_at = old[0] if old else now
+                record.updated_at = now
+                record.chunk_count = len(chunks)
+                db.execute(
+                    "INSERT OR REPLACE INTO documents (id, filename, title, content_type, language, page_count,"
+                    " sha256, parent_id, metadata, status, warnings, chunk_count, size_bytes, created_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        record.id,
+                        record.filename,
+                        record.title,
+                        record.content_type,
+                        record.language,
+                        record.page_count,
+                        record.sha256,
+                        record.parent_id,
+                        json.dumps(record.metadata, sort_keys=True, ensure_ascii=False),
+                        record.status,
+                        json.dumps(record.warnings, ensure_ascii=False),
+                        record.chunk_count,
+                        record.size_bytes,
+                        record.created_at,
+                        record.updated_at,
+                    ),
+                )
+                new_ids = []
+                for c in chunks:
+                    cur = db.execute(
+                        "INSERT INTO chunks (document_id, ordinal, text, page, section, sheet, row, tokens, vector)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
+                        (
+                            record.id,
+                            c.ordinal,
+                            c.text,
+                            c.page,
+                            c.section,
+                            c.sheet,
+                            c.row,
+                            c.tokens,
+                            np.ascontiguousarray(c.vector, dtype=np.float32).tobytes(),
+                        ),
+                    )
+                    new_ids.append(cur.lastrowid)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return np.array(new_ids, dtype=np.int64), np.array(removed, dtype=np.int64)
+
+    def delete(self, doc_id: str) -> tuple[list[str], np.ndarray]:
+        """Delete a document, its attachments (recursively) and their chunks, atomically."""
+        with self._lock:
+            db = self._db
+            ids, frontier = [], [doc_id]
+            while frontier:
+                current = frontier.pop()
+                if db.execute("SELECT 1 FROM documents WHERE id = ?", (current,)).fetchone():
+                    ids.append(current)
+                    frontier += [
+                        r[0] for r in db.execute("SELECT id FROM documents WHERE parent_id = ?", (current,))
+                    ]
+            if not ids:
+                return [], np.zeros(0, np.int64)
+            marks = ",".join("?" * len(ids))
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = [
+                    r[0] for r in db.execute(f"SELECT rowid FROM chunks WHERE document_id IN ({marks})", ids)
+                ]
+                db.execute(f"DELETE FROM chunks WHERE document_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return ids, np.array(removed, dtype=np.int64)
+
+    # -- chunks and vectors ----------------------------------------------------------------------
+    def chunk_ids(self) -> np.ndarray:
+        with self._lock:
+            rows = self._db.execute("SELECT rowid FROM chunks").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def vectors(
+        self, ids: np.ndarray | None = None, batch: int = 4096
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids, vectors) batches, for all chunks or for the given row ids."""
+        with self._lock:
+            if ids is None:
+                rows = self._db.execute("SELECT rowid, vector FROM chunks ORDER BY rowid").fetchall()
+            else:
+                rows = []
+                as_list = [int(i) for i in ids]
+                for start in range(0, len(as_list), 900):
+                    part = as_list[start : start + 900]
+                    rows += self._db.execute(
+                        f"SELECT rowid, vector FROM chunks WHERE rowid IN ({','.join('?' * len(part))})", part
+                    ).fetchall()
+        for start in range(0, len(rows), batch):
+            part = rows[start : start + batch]
+            yield (
+                np.array([r[0] for r in part], dtype=np.int64),
+                np.stack([np.frombuffer(r[1], dtype=np.float32) for r in part]),
+            )
+
+    def filtered_ids(self, flt: dict[str, Any]) -> np.ndarray:
+        where, params = compile_filter(flt)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT c.rowid FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {where}", params
+            ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def bm25(self, query: str, k: int, flt: dict[str, Any] | None = None) -> list[tuple[int, float]]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        where, params = compile_filter(flt)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
+                " JOIN chunks c ON c.rowid = chunks_fts.rowid JOIN documents d ON d.id = c.document_id"
+                f" WHERE chunks_fts MATCH ? AND {where} ORDER BY bm25(chunks_fts) LIMIT ?",
+                [match, *params, k],
+            ).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    def chunks(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.rowid AS chunk_id, c.document_id, c.ordinal, c.text, c.page, c.section, c.sheet, c.row,"
+                " d.filename, d.title, d.content_type, d.language, d.parent_id, d.metadata"
+                f" FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.rowid IN ({marks})",
+                ids,
+            ).fetchall()
+        out = {}
+        for r in rows:
+            item = dict(r)
+            item["metadata"] = json.loads(item["metadata"])
+            out[int(r["chunk_id"])] = item
+        return out
