@@ -68,6 +68,45 @@ class EngineSettings(BaseModel):
     )
 
 
+class KnowledgeSettings(BaseModel):
+    """Knowledge stores: ingestion limits, chunking, vector index, retrieval for chat."""
+
+    chunk_tokens: int = Field(
+        200, ge=16, le=512, description="Chunk size in embedder tokens (all-MiniLM reads 256)."
+    )
+    chunk_overlap: int = Field(32, ge=0, le=256, description="Tokens repeated between chunks.")
+    index_kind: Literal["auto", "flat", "ivf"] = Field(
+        "auto", description="Vector index: exact 'flat', approximate 'ivf', or 'auto' (by size)."
+    )
+    ivf_threshold: int = Field(
+        50_000, ge=1, description="With 'auto', chunks past which the index becomes IVF."
+    )
+    nprobe: int = Field(16, ge=1, le=4096, description="IVF lists searched per query.")
+    embed_batch: int = Field(128, ge=1, le=4096, description="Chunks embedded per batch.")
+    embed_device: str = Field(
+        "", description="Embedder device ('cpu', 'cuda'); empty picks CUDA when present."
+    )
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest upload request to the documents route."
+    )
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest single file accepted for ingestion."
+    )
+    max_files: int = Field(500, ge=1, le=10_000, description="Most files in one upload request.")
+    sync_max_documents: int = Field(
+        8, ge=0, description="Uploads with at most this many documents answer when done (201)."
+    )
+    sync_max_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=0,
+        description="...and at most this many bytes; larger uploads answer 202 with a job id.",
+    )
+    rag_top_k: int = Field(4, ge=1, le=50, description="Passages retrieved for a chat request.")
+    rag_mode: Literal["dense", "bm25", "hybrid"] = Field(
+        "hybrid", description="Retrieval mode used for chat requests to a domain."
+    )
+
+
 def _split_keys(value: object) -> object:
     if isinstance(value, str):
         return [k.strip() for k in value.split(",") if k.strip()]
@@ -135,6 +174,10 @@ class Settings(BaseSettings):
     )
     engine: EngineSettings = Field(
         default_factory=EngineSettings, description="Engine settings (TAILOR_ENGINE__*)."
+    )
+    knowledge: KnowledgeSettings = Field(
+        default_factory=KnowledgeSettings,
+        description="Knowledge-store settings (TAILOR_KNOWLEDGE__*).",
     )
 
     _split_api = field_validator("api_keys", "admin_keys", mode="before")(_split_keys)

@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, FastAPI
 
 from app import __version__
-from app.api import admin, chat, completions, errors, health, models
+from app.api import admin, chat, completions, documents, errors, health, jobs, models
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.config import Settings
 from app.engine import Engine, build_engine
-from app.models.prepare import resolve_backbone
+from app.jobs import JobManager
+from app.knowledge.base import KnowledgeBase
+from app.models.prepare import resolve_backbone, resolve_embedder
 from app.serving.models import ModelCatalog, served_name
 from app.state import AppState
 
@@ -32,6 +34,7 @@ def _attach_engine(state: AppState, engine: Engine) -> None:
         base_name=served_name(engine.model, settings.served_model_name),
         base_root=engine.model,
         context_window=engine.max_model_len,
+        domains=state.knowledge.domains if state.knowledge else list,
     )
     state.engine = engine
     state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)
@@ -60,38 +63,57 @@ async def _start_engine(state: AppState, engine: Engine) -> None:
     )
 
 
+def _body_limit(settings: Settings, path: str) -> int:
+    """Uploads to a domain's documents get the upload limit; every other body the JSON limit."""
+    if path.startswith("/v1/domains/") and path.rstrip("/").endswith("/documents"):
+        return settings.knowledge.max_upload_bytes
+    return settings.max_body_bytes
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """Build the app. With ``engine`` given (already started), the app uses it but does not own it."""
     state = AppState(settings=settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if engine is not None:
-            _attach_engine(state, engine)
-            yield
-            return
-        owned = build_engine(settings, resolve_backbone(settings.model, settings.data_dir))
-        starting = asyncio.create_task(_start_engine(state, owned))
+        state.knowledge = KnowledgeBase(
+            settings.data_dir / "collections", resolve_embedder(settings.embedder), settings.knowledge
+        )
+        state.jobs = JobManager(settings.data_dir / "jobs.sqlite")
+        # load the embedder off the request path, while the engine starts
+        warm = asyncio.create_task(asyncio.to_thread(lambda: state.knowledge.embedder))
         try:
-            yield
+            if engine is not None:
+                _attach_engine(state, engine)
+                yield
+                return
+            owned = build_engine(settings, resolve_backbone(settings.model, settings.data_dir))
+            starting = asyncio.create_task(_start_engine(state, owned))
+            try:
+                yield
+            finally:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                state.engine = None
+                state.engine_status = "stopped"
+                await owned.stop()
         finally:
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
-            state.engine = None
-            state.engine_status = "stopped"
-            await owned.stop()
+            with contextlib.suppress(Exception):
+                await warm
+            await asyncio.to_thread(state.knowledge.close)
+            state.jobs.close()
 
     app = FastAPI(title="Tailor", version=__version__, lifespan=lifespan)
     app.state.tailor = state
     errors.install(app)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)])
-    for module in (chat, completions, models, admin):
+    for module in (chat, completions, models, documents, jobs, admin):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
 
-    app.add_middleware(BodyLimit, limit_for=lambda path: settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(settings, path))
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app

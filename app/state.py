@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.engine import Engine
+from app.jobs import JobManager
+from app.knowledge.base import KnowledgeBase
 from app.serving.metrics import Metrics
 from app.serving.models import ModelCatalog
 
@@ -16,5 +18,7 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     engine: Engine | None = None
     catalog: ModelCatalog | None = None
+    knowledge: KnowledgeBase | None = None
+    jobs: JobManager | None = None
     #: Why the engine is not serving (starting, or the start-up error), for /health.
     engine_status: str = "starting"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
+from app.api.deps import CatalogDep, EngineDep, KnowledgeDep, MetricsDep, SettingsDep
 from app.api.streaming import run_until_disconnect, sse_response
 from app.protocol.errors import ErrorResponse
 from app.protocol.openai import ChatCompletionRequest, ChatCompletionResponse
-from app.serving.chat import chat_completion, chat_stream, prepare_chat
+from app.serving.chat import chat_completion, chat_stream, last_user_text, prepare_chat
+from app.serving.rag import retrieve
 
 router = APIRouter(tags=["chat"])
 
@@ -26,9 +27,11 @@ async def create_chat_completion(
     catalog: CatalogDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    knowledge: KnowledgeDep,
 ) -> ChatCompletionResponse | StreamingResponse:
-    model = catalog.resolve(body.model)
-    prep = prepare_chat(body, model, engine, settings)
+    target = catalog.resolve(body.model)
+    hits = await retrieve(knowledge, target.domain, last_user_text(body), settings) if target.domain else None
+    prep = prepare_chat(body, target, engine, settings, hits)
     if body.stream:
         return sse_response(chat_stream(prep, engine, metrics, body.include_usage))
     return await run_until_disconnect(request, chat_completion(prep, engine, metrics))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
+from app.api.deps import CatalogDep, EngineDep, KnowledgeDep, MetricsDep, SettingsDep
 from app.api.streaming import run_until_disconnect, sse_response
 from app.protocol.errors import ErrorResponse
 from app.protocol.openai import CompletionRequest, CompletionResponse
-from app.serving.completions import completion, completion_stream, prepare_completion
+from app.serving.completions import completion, completion_stream, domain_prompt_text, prepare_completion
+from app.serving.rag import retrieve
 
 router = APIRouter(tags=["completions"])
 
@@ -26,9 +27,15 @@ async def create_completion(
     catalog: CatalogDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    knowledge: KnowledgeDep,
 ) -> CompletionResponse | StreamingResponse:
-    model = catalog.resolve(body.model)
-    prep = prepare_completion(body, model, engine, settings)
+    target = catalog.resolve(body.model)
+    hits = (
+        await retrieve(knowledge, target.domain, domain_prompt_text(body), settings)
+        if target.domain
+        else None
+    )
+    prep = prepare_completion(body, target, engine, settings, hits)
     if body.stream:
         return sse_response(completion_stream(prep, engine, metrics, body.include_usage))
     return await run_until_disconnect(request, completion(prep, engine, metrics))

@@ -9,6 +9,8 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.engine import Engine
+from app.jobs import JobManager
+from app.knowledge.base import KnowledgeBase
 from app.protocol.errors import APIError
 from app.serving.metrics import Metrics
 from app.serving.models import ModelCatalog
@@ -46,7 +48,21 @@ def get_catalog(state: StateDep, engine: Annotated[Engine, Depends(get_engine)])
     return state.catalog
 
 
+def get_knowledge(state: StateDep) -> KnowledgeBase:
+    if state.knowledge is None:
+        raise APIError(503, "The knowledge store is not ready.", code="knowledge_unavailable")
+    return state.knowledge
+
+
+def get_jobs(state: StateDep) -> JobManager:
+    if state.jobs is None:
+        raise APIError(503, "The job store is not ready.", code="jobs_unavailable")
+    return state.jobs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]

@@ -17,5 +17,5 @@ async def list_models(catalog: CatalogDep) -> ModelList:
 
 @router.get("/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, catalog: CatalogDep) -> ModelCard:
-    name = catalog.resolve(model_id)
-    return next(card for card in catalog.listing().data if card.id == name)
+    target = catalog.resolve(model_id)
+    return next(card for card in catalog.listing().data if card.id == target.model)

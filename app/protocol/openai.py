@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.protocol.documents import Source
+
 MAX_STOP = 8
 MAX_STOP_LEN = 256
 MAX_MESSAGES = 512
@@ -161,6 +163,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    sources: list[Source] | None = Field(None, description="Passages given to the model (domains).")
 
 
 class ChatDelta(BaseModel):
@@ -182,6 +185,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    sources: list[Source] | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -198,6 +202,7 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    sources: list[Source] | None = None
 
 
 class ModelCard(BaseModel):
@@ -206,6 +211,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "tailor"
     root: str
+    parent: str | None = Field(None, description="For a domain: the backbone it runs on.")
     max_model_len: int = Field(description="Context window in tokens (prompt + completion).")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from app.engine import Engine, EngineInput, SamplingOptions
+from app.protocol.documents import Source
 from app.protocol.openai import (
     AssistantMessage,
     ChatChoice,
@@ -27,8 +28,11 @@ from app.serving.generation import (
     stream_deltas,
 )
 from app.serving.metrics import Metrics
+from app.serving.models import Target
+from app.serving.rag import passages, sources
 from app.serving.sse import event
-from prompts import render_chat
+from indexers.store import SearchHit
+from prompts import rag, render_chat
 
 _ROLE_MAP = {"developer": "system"}
 
@@ -38,9 +42,31 @@ class PreparedChat:
     model: str
     prompt: EngineInput
     options: SamplingOptions
+    sources: list[Source] | None = None
 
 
-def prepare_chat(req: ChatCompletionRequest, model: str, engine: Engine, settings: Settings) -> PreparedChat:
+def _with_knowledge(
+    messages: list[dict[str, str]], domain: str, hits: list[SearchHit]
+) -> list[dict[str, str]]:
+    """Server system prompt first; the passages and the question in the last user turn."""
+    client_system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
+    rest = [m for m in messages if m["role"] != "system"]
+    last_user = max(i for i, m in enumerate(rest) if m["role"] == "user")
+    rest[last_user] = {"role": "user", "content": rag.user_turn(rest[last_user]["content"], passages(hits))}
+    return [{"role": "system", "content": rag.system_prompt(domain, client_system)}, *rest]
+
+
+def last_user_text(req: ChatCompletionRequest) -> str:
+    return next((m.text() for m in reversed(req.messages) if m.role == "user"), "")
+
+
+def prepare_chat(
+    req: ChatCompletionRequest,
+    target: Target,
+    engine: Engine,
+    settings: Settings,
+    hits: list[SearchHit] | None = None,
+) -> PreparedChat:
     reject_unsupported(
         req,
         {
@@ -51,11 +77,27 @@ def prepare_chat(req: ChatCompletionRequest, model: str, engine: Engine, setting
         },
     )
     messages = [{"role": _ROLE_MAP.get(m.role, m.role), "content": m.text()} for m in req.messages]
-    rendered = render_chat(engine.tokenizer, messages)
     window = engine.max_model_len
+    hits = list(hits or [])
+    if target.domain and hits and any(m["role"] == "user" for m in messages):
+        # keep the best passages that leave room for the completion
+        reserve = req.requested_max_tokens or min(settings.default_max_tokens, window // 4)
+        while True:
+            rendered = render_chat(engine.tokenizer, _with_knowledge(messages, target.domain, hits))
+            if len(rendered.token_ids) + reserve <= window or len(hits) <= 1:
+                break
+            hits.pop()
+        if len(rendered.token_ids) + reserve > window:
+            hits = []
+            rendered = render_chat(engine.tokenizer, messages)
+    else:
+        hits = []
+        rendered = render_chat(engine.tokenizer, messages)
     check_prompt_fits(len(rendered.token_ids), window, "messages")
     options = sampling_options(req, req.requested_max_tokens, len(rendered.token_ids), window, settings)
-    return PreparedChat(model, EngineInput(rendered.token_ids), options)
+    return PreparedChat(
+        target.model, EngineInput(rendered.token_ids), options, sources(hits) if target.domain else None
+    )
 
 
 async def chat_completion(prep: PreparedChat, engine: Engine, metrics: Metrics) -> ChatCompletionResponse:
@@ -74,6 +116,7 @@ async def chat_completion(prep: PreparedChat, engine: Engine, metrics: Metrics) 
             completion_tokens=gen.completion_tokens,
             total_tokens=gen.prompt_tokens + gen.completion_tokens,
         ),
+        sources=prep.sources,
     )
 
 
@@ -88,10 +131,15 @@ async def chat_stream(
     started: set[int] = set()
     first = True
 
-    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, sources=None) -> str:
         return event(
             ChatCompletionChunk(
-                id=request_id, created=created, model=prep.model, choices=choices, usage=usage
+                id=request_id,
+                created=created,
+                model=prep.model,
+                choices=choices,
+                usage=usage,
+                sources=sources,
             )
         )
 
@@ -116,12 +164,11 @@ async def chat_stream(
             ]
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
-    if include_usage:
-        yield chunk(
-            [],
-            Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            ),
+    if include_usage or prep.sources is not None:
+        # the final event: usage when asked for, and the passages given to the model
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
         )
+        yield chunk([], usage if include_usage else None, prep.sources)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from app.engine import Engine, EngineInput, SamplingOptions
+from app.protocol.documents import Source
 from app.protocol.errors import APIError
 from app.protocol.openai import (
     CompletionChoice,
@@ -24,7 +25,11 @@ from app.serving.generation import (
     stream_deltas,
 )
 from app.serving.metrics import Metrics
+from app.serving.models import Target
+from app.serving.rag import passages, sources
 from app.serving.sse import event
+from indexers.store import SearchHit
+from prompts import rag
 
 
 @dataclass
@@ -34,6 +39,7 @@ class PreparedCompletion:
     texts: list[str]
     options: SamplingOptions
     echo: bool
+    sources: list[Source] | None = None
 
 
 def _tokenize_prompts(req: CompletionRequest, tokenizer) -> tuple[list[list[int]], list[str]]:
@@ -63,17 +69,58 @@ def _tokenize_prompts(req: CompletionRequest, tokenizer) -> tuple[list[list[int]
     return ids, texts
 
 
+def domain_prompt_text(req: CompletionRequest) -> str:
+    """The text to retrieve for: a domain request takes exactly one text prompt."""
+    p = req.prompt
+    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
+        p = p[0]
+    if not isinstance(p, str):
+        raise APIError(
+            400, "A request to a domain takes one text prompt.", param="prompt", code="invalid_value"
+        )
+    return p
+
+
+def _with_knowledge(
+    tokenizer, prompt_ids: list[int], hits: list[SearchHit], room: int
+) -> tuple[list[int], list[SearchHit]]:
+    """Prepend the passages (as literal text) that fit in ``room`` tokens, best first."""
+    hits = list(hits)
+    while hits:
+        context = rag.format_sources(passages(hits)) + "\n\n"
+        ids = tokenizer(context, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        if len(ids) + len(prompt_ids) <= room:
+            return ids + prompt_ids, hits
+        hits.pop()
+    return prompt_ids, []
+
+
 def prepare_completion(
-    req: CompletionRequest, model: str, engine: Engine, settings: Settings
+    req: CompletionRequest,
+    target: Target,
+    engine: Engine,
+    settings: Settings,
+    hits: list[SearchHit] | None = None,
 ) -> PreparedCompletion:
     reject_unsupported(req, {"suffix": bool(req.suffix), "best_of": req.best_of not in (None, 1, req.n)})
     ids, texts = _tokenize_prompts(req, engine.tokenizer)
     window = engine.max_model_len
+    used: list[SearchHit] = []
+    if target.domain and hits:
+        reserve = req.requested_max_tokens or min(settings.default_max_tokens, window // 4)
+        ids[0], used = _with_knowledge(engine.tokenizer, ids[0], hits, window - reserve)
     longest = max(len(i) for i in ids)
     for i in ids:
         check_prompt_fits(len(i), window, "prompt")
     options = sampling_options(req, req.requested_max_tokens, longest, window, settings)
-    return PreparedCompletion(model, [EngineInput(i) for i in ids], texts, options, req.echo)
+    return PreparedCompletion(
+        target.model,
+        [EngineInput(i) for i in ids],
+        texts,
+        options,
+        req.echo,
+        sources(used) if target.domain else None,
+    )
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
@@ -102,6 +149,7 @@ async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics)
         model=prep.model,
         choices=choices,
         usage=_usage(gen.prompt_tokens, gen.completion_tokens),
+        sources=prep.sources,
     )
 
 
@@ -137,13 +185,14 @@ async def completion_stream(
             )
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
-    if include_usage:
+    if include_usage or prep.sources is not None:
         yield event(
             CompletionResponse(
                 id=request_id,
                 created=created,
                 model=prep.model,
                 choices=[],
-                usage=_usage(prompt_tokens, completion_tokens),
+                usage=_usage(prompt_tokens, completion_tokens) if include_usage else None,
+                sources=prep.sources,
             )
         )

@@ -1,11 +1,13 @@
-"""Which names a client may pass as ``model``.
+"""Which names a client may pass as ``model``: the bare backbone, or a domain.
 
-Today only the bare backbone; domain profiles register here next, each served under its own name.
+A domain is served under its own name and composes the backbone with the domain's knowledge
+(and, in later releases, its profile, soft prompt and adapter).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,17 +23,28 @@ def served_name(model: str, override: str) -> str:
     return path.name if path.name else model
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a request's ``model`` resolved to."""
+
+    model: str
+    domain: str | None = None
+
+
 @dataclass
 class ModelCatalog:
     base_name: str
     base_root: str
     context_window: int
+    domains: Callable[[], list[str]] = list
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def resolve(self, name: str) -> str:
-        """Return the canonical served name or raise the OpenAI-style 404."""
+    def resolve(self, name: str) -> Target:
+        """Return the request's target or raise the OpenAI-style 404."""
         if name == self.base_name:
-            return name
+            return Target(name)
+        if name in self.domains():
+            return Target(name, domain=name)
         raise APIError(
             404,
             f"The model '{name}' does not exist. Available: {', '.join(self.names())}.",
@@ -40,13 +53,13 @@ class ModelCatalog:
         )
 
     def names(self) -> list[str]:
-        return [self.base_name]
+        return [self.base_name, *self.domains()]
 
     def listing(self) -> ModelList:
-        card = ModelCard(
-            id=self.base_name,
-            created=self.created,
-            root=self.base_root,
-            max_model_len=self.context_window,
-        )
-        return ModelList(data=[card])
+        cards = [
+            ModelCard(id=name, created=self.created, root=self.base_root, max_model_len=self.context_window)
+            for name in self.names()
+        ]
+        for card in cards[1:]:
+            card.parent = self.base_name
+        return ModelList(data=cards)

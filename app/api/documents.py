@@ -1,0 +1,133 @@
+"""Documents of a domain's knowledge store: ingest (admin), list, get, delete (admin), search."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from app.api.deps import AdminDep, JobsDep, KnowledgeDep, SettingsDep
+from app.knowledge.base import UnknownDomain, check_domain_name
+from app.knowledge.ingestion import job_public, read_sources, start_ingest
+from app.protocol.documents import (
+    DocumentList,
+    DocumentPublic,
+    IngestResponse,
+    JobPublic,
+    SearchHitPublic,
+    SearchRequest,
+    SearchResponse,
+)
+from app.protocol.errors import APIError
+from indexers.store.sqlite_store import FilterError
+
+router = APIRouter(prefix="/domains/{domain}", tags=["documents"])
+
+
+def _domain(domain: str) -> str:
+    try:
+        return check_domain_name(domain)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="domain", code="invalid_domain") from exc
+
+
+def _collection(kb, domain: str):
+    try:
+        return kb.collection(_domain(domain))
+    except UnknownDomain as exc:
+        raise APIError(
+            404, f"The domain '{domain}' has no documents.", param="domain", code="domain_not_found"
+        ) from exc
+
+
+@router.post(
+    "/documents",
+    dependencies=[AdminDep],
+    response_model=IngestResponse,
+    status_code=201,
+    responses={202: {"model": JobPublic}},
+)
+async def ingest_documents(
+    domain: str,
+    request: Request,
+    kb: KnowledgeDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    wait: Annotated[bool | None, Query(description="Force waiting (true) or a job (false).")] = None,
+):
+    """Multipart files and/or JSON documents. Small batches answer 201 when done; large ones 202."""
+    domain = _domain(domain)
+    sources = await read_sources(request, settings.knowledge)
+    size = sum(len(s.data or b"") + len((s.text or "").encode()) for s in sources)
+    small = (
+        len(sources) <= settings.knowledge.sync_max_documents and size <= settings.knowledge.sync_max_bytes
+    )
+    job, future = start_ingest(kb, jobs, domain, sources)
+    if not (wait if wait is not None else small):
+        return JSONResponse(
+            job_public(job).model_dump(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
+    await asyncio.shield(future)
+    done = jobs.get(job.id)
+    public = job_public(done)
+    if done.status != "succeeded":
+        raise APIError(500, f"Ingestion failed: {done.error}", code="ingest_failed")
+    store = kb.collection(domain).store
+    records = [store.get(r.id) for r in public.results if r.status in ("created", "updated")]
+    return IngestResponse(
+        job_id=job.id,
+        domain=domain,
+        results=public.results,
+        errors=public.errors,
+        documents=[DocumentPublic(**vars(r)) for r in records if r],
+    )
+
+
+@router.get("/documents", response_model=DocumentList)
+async def list_documents(
+    domain: str,
+    kb: KnowledgeDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DocumentList:
+    store = _collection(kb, domain).store
+    docs = await asyncio.to_thread(store.list, offset, limit)
+    total, _ = store.count()
+    return DocumentList(
+        data=[DocumentPublic(**vars(d)) for d in docs], total=total, offset=offset, limit=limit
+    )
+
+
+@router.get("/documents/{document_id:path}", response_model=DocumentPublic)
+async def get_document(domain: str, document_id: str, kb: KnowledgeDep) -> DocumentPublic:
+    record = _collection(kb, domain).store.get(document_id)
+    if record is None:
+        raise APIError(
+            404, f"No document '{document_id}' in '{domain}'.", param="document_id", code="document_not_found"
+        )
+    return DocumentPublic(**vars(record))
+
+
+@router.delete("/documents/{document_id:path}", dependencies=[AdminDep])
+async def delete_document(domain: str, document_id: str, kb: KnowledgeDep) -> dict:
+    _collection(kb, domain)
+    deleted = await kb.in_writer(kb.delete_blocking, domain, document_id)
+    if not deleted:
+        raise APIError(
+            404, f"No document '{document_id}' in '{domain}'.", param="document_id", code="document_not_found"
+        )
+    return {"object": "document.deleted", "id": document_id, "deleted": deleted}
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(domain: str, body: SearchRequest, kb: KnowledgeDep) -> SearchResponse:
+    _collection(kb, domain)
+    try:
+        hits = await kb.search(
+            domain, body.query, top_k=body.top_k, mode=body.mode, flt=body.filter, min_score=body.min_score
+        )
+    except FilterError as exc:
+        raise APIError(400, f"Invalid filter: {exc}", param="filter", code="invalid_filter") from exc
+    return SearchResponse(data=[SearchHitPublic(**vars(h)) for h in hits])

@@ -1,0 +1,20 @@
+"""``GET /v1/jobs/{id}``: status, progress and per-file results of long-running work."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import JobsDep
+from app.knowledge.ingestion import job_public
+from app.protocol.documents import JobPublic
+from app.protocol.errors import APIError
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+async def get_job(job_id: str, jobs: JobsDep) -> JobPublic:
+    job = jobs.get(job_id)
+    if job is None:
+        raise APIError(404, f"No job '{job_id}'.", param="job_id", code="job_not_found")
+    return job_public(job)

@@ -1,0 +1,118 @@
+"""Jobs: status, progress and results, persisted so they survive a restart.
+
+A job's state lives in memory while it runs and is written to ``<data_dir>/jobs.sqlite`` on every
+change of status and at most every half second of progress. Jobs that were queued or running when
+the service stopped are marked ``interrupted`` at the next start: their work must be resubmitted
+(documents already acknowledged stay ingested; re-submitting skips them as unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["queued", "running", "succeeded", "failed", "interrupted"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    domain TEXT,
+    status TEXT NOT NULL,
+    progress TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    domain: str | None
+    status: Status = "queued"
+    progress: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+
+class JobManager:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._live: dict[str, Job] = {}
+        self._last_write: dict[str, float] = {}
+        now = time.time()
+        self._db.execute(
+            "UPDATE jobs SET status = 'interrupted', error = 'the service stopped before the job finished',"
+            " updated_at = ? WHERE status IN ('queued', 'running')",
+            (now,),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, job: Job) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO jobs (id, kind, domain, status, progress, result, error, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                job.id,
+                job.kind,
+                job.domain,
+                job.status,
+                json.dumps(job.progress),
+                None if job.result is None else json.dumps(job.result),
+                job.error,
+                job.created_at,
+                job.updated_at,
+            ),
+        )
+        self._last_write[job.id] = time.monotonic()
+
+    def create(self, kind: str, domain: str | None, progress: dict[str, Any] | None = None) -> Job:
+        job = Job(id=f"job-{uuid.uuid4().hex}", kind=kind, domain=domain, progress=progress or {})
+        with self._lock:
+            self._live[job.id] = job
+            self._write(job)
+        return job
+
+    def update(self, job: Job, *, force: bool = False, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(job, key, value)
+            job.updated_at = time.time()
+            if force or "status" in changes or time.monotonic() - self._last_write.get(job.id, 0) > 0.5:
+                self._write(job)
+            if job.status in ("succeeded", "failed", "interrupted"):
+                self._live.pop(job.id, None)
+                self._last_write.pop(job.id, None)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            if job_id in self._live:
+                live = self._live[job_id]
+                return Job(**{**asdict(live), "progress": dict(live.progress)})
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        data = dict(row)
+        data["progress"] = json.loads(data["progress"])
+        data["result"] = json.loads(data["result"]) if data["result"] else None
+        return Job(**data)

@@ -1,0 +1,130 @@
+"""``KnowledgeBase``: opens one collection per domain under ``<data_dir>/collections/<domain>``.
+
+The embedder is loaded once, on first use, and shared by every collection. Blocking work
+(embedding, SQLite writes, FAISS) runs in worker threads, never on the event loop: one writer
+thread serializes ingestion and deletes; searches run in the default thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.config import KnowledgeSettings
+from indexers.chunking import Chunker
+from indexers.embedding import Embedder, SentenceTransformerEmbedder
+from indexers.ingest import Ingestor, IngestResult, Progress, Source
+from indexers.store import Collection, CollectionSettings, SearchHit
+
+DOMAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+T = TypeVar("T")
+
+
+class UnknownDomain(LookupError):
+    pass
+
+
+def check_domain_name(name: str) -> str:
+    if not DOMAIN_NAME.match(name) or ".." in name:
+        raise ValueError(
+            "a domain name is 1-63 characters: lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class KnowledgeBase:
+    def __init__(self, root: Path, embedder_path: str, settings: KnowledgeSettings) -> None:
+        self.root = root
+        self.embedder_path = embedder_path
+        self.settings = settings
+        self._embedder: Embedder | None = None
+        self._collections: dict[str, Collection] = {}
+        self._lock = threading.RLock()
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tailor-ingest")
+
+    # -- resources -------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                device = self.settings.embed_device or None
+                self._embedder = SentenceTransformerEmbedder(self.embedder_path, device=device)
+            return self._embedder
+
+    def _collection_settings(self) -> CollectionSettings:
+        s = self.settings
+        return CollectionSettings(index_kind=s.index_kind, ivf_threshold=s.ivf_threshold, nprobe=s.nprobe)
+
+    def domains(self) -> list[str]:
+        """Domains that have a collection on disk."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if (p / "store.sqlite").is_file() and DOMAIN_NAME.match(p.name)
+        )
+
+    def has(self, domain: str) -> bool:
+        return bool(DOMAIN_NAME.match(domain)) and (self.root / domain / "store.sqlite").is_file()
+
+    def collection(self, domain: str, create: bool = False) -> Collection:
+        check_domain_name(domain)
+        with self._lock:
+            if domain in self._collections:
+                return self._collections[domain]
+            if not create and not self.has(domain):
+                raise UnknownDomain(domain)
+            collection = Collection(self.root / domain, self.embedder, self._collection_settings())
+            self._collections[domain] = collection
+            return collection
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+        with self._lock:
+            for c in self._collections.values():
+                c.close()
+            self._collections.clear()
+
+    # -- operations (blocking; call through the async wrappers) ------------------------------------
+    def ingest_blocking(
+        self, domain: str, sources: list[Source], on_progress: Callable[[Progress], None] | None = None
+    ) -> list[IngestResult]:
+        collection = self.collection(domain, create=True)
+        chunker = Chunker(
+            self.embedder.tokenizer,
+            self.settings.chunk_tokens,
+            min(self.settings.chunk_overlap, self.settings.chunk_tokens // 2),
+        )
+        return Ingestor(collection, chunker, self.settings.embed_batch).run(sources, on_progress)
+
+    def delete_blocking(self, domain: str, doc_id: str) -> list[str]:
+        return self.collection(domain).delete(doc_id)
+
+    def drop_blocking(self, domain: str) -> bool:
+        with self._lock:
+            collection = self._collections.pop(domain, None)
+            if collection:
+                collection.close()
+            path = self.root / check_domain_name(domain)
+            if not path.exists():
+                return False
+            shutil.rmtree(path)
+            return True
+
+    def search_blocking(self, domain: str, query: str, **kwargs: Any) -> list[SearchHit]:
+        return self.collection(domain).search(query, **kwargs)
+
+    # -- async wrappers --------------------------------------------------------------------------
+    async def in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    async def search(self, domain: str, query: str, **kwargs: Any) -> list[SearchHit]:
+        return await asyncio.to_thread(self.search_blocking, domain, query, **kwargs)
