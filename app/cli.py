@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -78,6 +79,45 @@ def serve(
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
+
+
+def _server_url(url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    s = _settings()
+    host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
+    return f"http://{host}:{s.port}"
+
+
+@cli.command()
+def ingest(
+    domain: str = typer.Argument(..., help="Domain (collection) to ingest into; created on first use."),
+    paths: list[Path] = typer.Argument(..., help="Files or folders (recursed; hidden files skipped)."),
+    url: str | None = typer.Option(None, help="Server URL (default: TAILOR_HOST/TAILOR_PORT)."),
+    key: str | None = typer.Option(None, envvar="TAILOR_ADMIN_KEY", help="Admin key (TAILOR_ADMIN_KEY)."),
+    metadata: str | None = typer.Option(None, help='JSON metadata for every file, e.g. {"case": "C-12"}.'),
+    batch_files: int = typer.Option(32, min=1, help="Files per upload request."),
+) -> None:
+    """Upload documents to a running server, with a progress bar; exit 3 if some files failed."""
+    from app.client_cli import ingest as run
+
+    run(_server_url(url), key, domain, paths, metadata, batch_files)
+
+
+@cli.command()
+def search(
+    domain: str = typer.Argument(...),
+    query: str = typer.Argument(...),
+    top_k: int = typer.Option(5, min=1, max=100),
+    mode: str = typer.Option("hybrid", help="dense, bm25 or hybrid"),
+    filter: str | None = typer.Option(None, "--filter", help='JSON filter, e.g. {"language": "es"}.'),
+    url: str | None = typer.Option(None, help="Server URL (default: TAILOR_HOST/TAILOR_PORT)."),
+    key: str | None = typer.Option(None, envvar="TAILOR_API_KEY", help="API key (TAILOR_API_KEY)."),
+) -> None:
+    """Search a domain's documents on a running server."""
+    from app.client_cli import search as run
+
+    run(_server_url(url), key, domain, query, top_k, mode, filter)
 
 
 @cli.command("settings")

@@ -1,0 +1,129 @@
+"""``tailor ingest`` and ``tailor search``: talk to a running server over HTTP.
+
+The CLI goes through the server, not the files, so the server stays the only writer of a store
+and the same auth applies. Uploads are sent in batches as jobs; a progress bar follows them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+def iter_files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
+                    yield child
+        elif path.is_file():
+            yield path
+        else:
+            raise typer.BadParameter(f"{path} does not exist")
+
+
+def batches(files: list[Path], max_files: int, max_bytes: int) -> Iterator[list[Path]]:
+    batch: list[Path] = []
+    size = 0
+    for f in files:
+        n = f.stat().st_size
+        if batch and (len(batch) >= max_files or size + n > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(f)
+        size += n
+    if batch:
+        yield batch
+
+
+def _raise_for_error(resp: httpx.Response) -> None:
+    if resp.status_code >= 400:
+        try:
+            message = resp.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = resp.text
+        console.print(f"[red]error {resp.status_code}:[/red] {message}")
+        raise typer.Exit(1)
+
+
+def ingest(url: str, key: str | None, domain: str, paths: list[Path], metadata: str | None, batch_files: int) -> None:
+    files = list(iter_files(paths))
+    if not files:
+        console.print("no files to ingest")
+        raise typer.Exit(1)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    counts: Counter[str] = Counter()
+    errors: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"), TimeElapsedColumn())
+    with httpx.Client(base_url=url, headers=headers, timeout=600) as client, Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"ingesting into {domain}", total=len(files), chunks=0)
+        done_before = 0
+        chunks_before = 0
+        submitted = 0
+        for batch in batches(files, batch_files, 64 * 1024 * 1024):
+            submitted += len(batch)
+            upload = [("files", (str(f.name), f.read_bytes())) for f in batch]
+            data = {"metadata": metadata} if metadata else {}
+            resp = client.post(f"/v1/domains/{domain}/documents", files=upload, data=data, params={"wait": "false"})
+            _raise_for_error(resp)
+            job = resp.json()
+            while job["status"] in ("queued", "running"):
+                time.sleep(0.3)
+                resp = client.get(f"/v1/jobs/{job['id']}")
+                _raise_for_error(resp)
+                job = resp.json()
+                p = job["progress"]
+                bar.update(
+                    task,
+                    total=len(files) - submitted + done_before + p["documents_total"],
+                    completed=done_before + p["documents_done"],
+                    chunks=chunks_before + p["chunks_done"],
+                )
+            if job["status"] != "succeeded":
+                console.print(f"[red]job {job['id']} {job['status']}:[/red] {job.get('error')}")
+                raise typer.Exit(1)
+            done_before += job["progress"]["documents_total"]
+            chunks_before += job["progress"]["chunks_done"]
+            for r in job["results"]:
+                counts[r["status"]] += 1
+                warnings += [(r["id"], w) for w in r["warnings"]]
+            for e in job["errors"]:
+                counts["error"] += 1
+                errors.append((e["filename"] or e["id"] or "?", e["error"]))
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    console.print(f"[bold]{domain}[/bold]: {summary}; {chunks_before} chunks")
+    for doc, w in warnings:
+        console.print(f"[yellow]warning[/yellow] {doc}: {w}")
+    for name, message in errors:
+        console.print(f"[red]failed[/red] {name}: {message}")
+    if errors:
+        raise typer.Exit(3)
+
+
+def search(url: str, key: str | None, domain: str, query: str, top_k: int, mode: str, flt: str | None) -> None:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body: dict = {"query": query, "top_k": top_k, "mode": mode}
+    if flt:
+        try:
+            body["filter"] = json.loads(flt)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"--filter is not JSON: {exc.msg}") from exc
+    resp = httpx.post(f"{url}/v1/domains/{domain}/search", json=body, headers=headers, timeout=120)
+    _raise_for_error(resp)
+    out = Console()
+    for i, hit in enumerate(resp.json()["data"], start=1):
+        where = ", ".join(f"{k} {v}" for k, v in hit["location"].items())
+        out.print(f"[bold][{i}] {hit['filename'] or hit['document_id']}[/bold] {where}  score {hit['score']:.4f}")
+        out.print(hit["text"].strip()[:500], markup=False)
+        out.print()
