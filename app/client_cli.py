@@ -24,7 +24,9 @@ def iter_files(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
+                if child.is_file() and not any(
+                    part.startswith(".") for part in child.relative_to(path).parts
+                ):
                     yield child
         elif path.is_file():
             yield path
@@ -56,7 +58,9 @@ def _raise_for_error(resp: httpx.Response) -> None:
         raise typer.Exit(1)
 
 
-def ingest(url: str, key: str | None, domain: str, paths: list[Path], metadata: str | None, batch_files: int) -> None:
+def ingest(
+    url: str, key: str | None, domain: str, paths: list[Path], metadata: str | None, batch_files: int
+) -> None:
     files = list(iter_files(paths))
     if not files:
         console.print("no files to ingest")
@@ -65,8 +69,17 @@ def ingest(url: str, key: str | None, domain: str, paths: list[Path], metadata: 
     counts: Counter[str] = Counter()
     errors: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"), TimeElapsedColumn())
-    with httpx.Client(base_url=url, headers=headers, timeout=600) as client, Progress(*columns, console=console) as bar:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[chunks]} chunks"),
+        TimeElapsedColumn(),
+    )
+    with (
+        httpx.Client(base_url=url, headers=headers, timeout=600) as client,
+        Progress(*columns, console=console) as bar,
+    ):
         task = bar.add_task(f"ingesting into {domain}", total=len(files), chunks=0)
         done_before = 0
         chunks_before = 0
@@ -75,7 +88,9 @@ def ingest(url: str, key: str | None, domain: str, paths: list[Path], metadata: 
             submitted += len(batch)
             upload = [("files", (str(f.name), f.read_bytes())) for f in batch]
             data = {"metadata": metadata} if metadata else {}
-            resp = client.post(f"/v1/domains/{domain}/documents", files=upload, data=data, params={"wait": "false"})
+            resp = client.post(
+                f"/v1/domains/{domain}/documents", files=upload, data=data, params={"wait": "false"}
+            )
             _raise_for_error(resp)
             job = resp.json()
             while job["status"] in ("queued", "running"):
@@ -111,7 +126,9 @@ def ingest(url: str, key: str | None, domain: str, paths: list[Path], metadata: 
         raise typer.Exit(3)
 
 
-def search(url: str, key: str | None, domain: str, query: str, top_k: int, mode: str, flt: str | None) -> None:
+def search(
+    url: str, key: str | None, domain: str, query: str, top_k: int, mode: str, flt: str | None
+) -> None:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body: dict = {"query": query, "top_k": top_k, "mode": mode}
     if flt:
@@ -124,6 +141,8 @@ def search(url: str, key: str | None, domain: str, query: str, top_k: int, mode:
     out = Console()
     for i, hit in enumerate(resp.json()["data"], start=1):
         where = ", ".join(f"{k} {v}" for k, v in hit["location"].items())
-        out.print(f"[bold][{i}] {hit['filename'] or hit['document_id']}[/bold] {where}  score {hit['score']:.4f}")
+        out.print(
+            f"[bold][{i}] {hit['filename'] or hit['document_id']}[/bold] {where}  score {hit['score']:.4f}"
+        )
         out.print(hit["text"].strip()[:500], markup=False)
         out.print()

@@ -79,8 +79,11 @@ def document_id(source: Source, sha256: str) -> str:
     if source.id:
         return source.id
     if source.filename:
-        name = PurePosixPath(source.filename.replace("\\", "/")).name or source.filename
-        return f"{source.parent_id}/{name}" if source.parent_id else name
+        path = PurePosixPath(source.filename.replace("\\", "/"))
+        if source.parent_id:  # keep an attachment's path inside its archive, minus any traversal
+            inner = "/".join(p for p in path.parts if p not in ("", ".", "..", "/"))
+            return f"{source.parent_id}/{inner or 'attachment'}"
+        return path.name or source.filename
     return f"doc-{sha256[:16]}"
 
 
@@ -184,7 +187,7 @@ class Ingestor:
             duplicate_of=r.id if p.status == "duplicate" else None,
         )
 
-    def _prepare(self, source: Source) -> tuple[_Prepared, list[Source]]:
+    def _prepare(self, source: Source) -> tuple[_Prepared, list[Source]]:  # noqa: C901 - one linear recipe
         if source.data is not None:
             raw = source.data
             doc = load(raw, source.filename or "document", source.content_type)
@@ -230,6 +233,8 @@ class Ingestor:
         has_text = bool(text.strip())
         if has_text:
             status = "ok"
+        elif doc.attachments:
+            status = "container"  # an archive or an e-mail with only attachments
         elif any(NEEDS_OCR in w for w in doc.warnings):
             status = "needs_ocr"
         else:

@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def tailor(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "COLUMNS": "120"},
     )
 
@@ -22,7 +26,9 @@ def test_ingest_folder_with_progress_then_search(server, tmp_path: Path) -> None
     folder = tmp_path / "case"
     (folder / "sub").mkdir(parents=True)
     (folder / "brief.md").write_text("# Brief\nThe defendant missed the filing deadline of 3 May.")
-    (folder / "sub" / "ledger.xlsx").write_bytes(files.xlsx({"Costs": [["Item", "EUR"], ["Expert witness", 2500]]}))
+    (folder / "sub" / "ledger.xlsx").write_bytes(
+        files.xlsx({"Costs": [["Item", "EUR"], ["Expert witness", 2500]]})
+    )
     (folder / ".hidden").write_text("skip me")
     (folder / "junk.bin").write_bytes(bytes(range(256)) * 4)
     done = tailor("ingest", "cli-case", str(folder), "--url", server.url, "--batch-files", "2")

@@ -185,6 +185,25 @@ def test_delete_removes_attachments(http: httpx.Client) -> None:
     assert http.get("/v1/domains/board/documents").json()["total"] == 0
 
 
+def test_zip_archive_members_are_child_documents(http: httpx.Client) -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("expediente/demanda.txt", "El demandante reclama el pago de 12.000 euros por daños.")
+        z.writestr("expediente/../../escape.txt", "Path traversal attempt stays inside the archive id.")
+    body = upload(http, "zipcase", [("case.zip", buf.getvalue())]).json()
+    by_id = {r["id"]: r for r in body["results"]}
+    assert by_id["case.zip"]["document_status"] == "container"
+    assert by_id["case.zip/expediente/demanda.txt"]["parent_id"] == "case.zip"
+    assert "case.zip/expediente/escape.txt" in by_id
+    hit = http.post("/v1/domains/zipcase/search", json={"query": "pago por daños", "top_k": 1}).json()[
+        "data"
+    ][0]
+    assert hit["document_id"] == "case.zip/expediente/demanda.txt"
+
+
 def test_large_batch_runs_as_a_job_with_progress(http: httpx.Client) -> None:
     docs = [
         {

@@ -35,7 +35,9 @@ class DocumentPublic(BaseModel):
     sha256: str
     parent_id: str | None
     metadata: dict[str, Any]
-    status: str = Field(description="ok, needs_ocr (no text without OCR) or empty")
+    status: str = Field(
+        description="ok, needs_ocr (no text without OCR), container (archive or e-mail whose content is its attachments) or empty"
+    )
     warnings: list[str]
     chunk_count: int
     size_bytes: int | None

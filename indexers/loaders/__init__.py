@@ -13,12 +13,14 @@ from pathlib import PurePath
 
 from indexers.documents import LoadedDocument, LoaderError
 from indexers.loaders import email, office, pdf, records, text
+from indexers.loaders.archive import load_zip
 from indexers.loaders.image import load_image
 
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 EML = "message/rfc822"
+ZIP = "application/zip"
 
 _BY_EXTENSION = {
     ".txt": "text/plain",
@@ -36,6 +38,7 @@ _BY_EXTENSION = {
     ".csv": "text/csv",
     ".tsv": "text/tab-separated-values",
     ".eml": EML,
+    ".zip": ZIP,
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
     ".ndjson": "application/x-ndjson",
@@ -70,6 +73,7 @@ _LOADERS: dict[str, Callable[[bytes, str], LoadedDocument]] = {
     "text/csv": records.load_csv,
     "text/tab-separated-values": records.load_csv,
     EML: email.load_eml,
+    ZIP: load_zip,
     "application/json": records.load_json,
     "application/x-ndjson": records.load_jsonl,
 }
@@ -94,7 +98,7 @@ def detect_content_type(data: bytes, filename: str, declared: str | None = None)
             return DOCX
         if "xl/workbook.xml" in names:
             return XLSX
-        return None
+        return ZIP
     if ext in _BY_EXTENSION:
         return _BY_EXTENSION[ext]
     if declared:

@@ -114,12 +114,27 @@ def test_json_and_jsonl_records() -> None:
     assert len(doc.sections[0].units) == 2 and "line 3" in doc.warnings[0]
 
 
+def test_zip_members_become_attachments() -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("case/brief.md", "# Brief\nText.")
+        z.writestr("case/../../etc/evil.txt", "x")
+        z.writestr("__MACOSX/._brief.md", "junk")
+        z.writestr("case/.DS_Store", "junk")
+    doc = load(buf.getvalue(), "case.zip")
+    assert doc.content_type == "application/zip" and not doc.sections
+    assert [a.filename for a in doc.attachments] == ["case/brief.md", "case/../../etc/evil.txt"]
+
+
 @pytest.mark.parametrize(
     "data, name, message",
     [
         (b"", "empty.txt", "empty"),
         (b"%PDF-1.7\n garbage", "broken.pdf", "PDF"),
-        (b"PK\x03\x04garbage", "broken.docx", ""),
+        (b"PK\x03\x04garbage", "broken.docx", "zip"),
         (bytes(range(256)) * 4, "blob.bin", "unsupported"),
         (b"\x89PNG\r\n\x1a\nnot really", "x.png", "image"),
         (b"{not json", "bad.json", "invalid JSON"),
