@@ -61,9 +61,11 @@ def constitution() -> list[dict]:
 def quality(collection: Collection, articles: list[dict]) -> dict:
     results = {}
     for mode in ("dense", "bm25", "hybrid"):
-        rr, hits1, hits5, hits10, ndcg = [], 0, 0, 0, []
+        rr, hits1, hits5, hits10, ndcg, lat = [], 0, 0, 0, [], []
         for a in articles:
+            t = time.perf_counter()
             hits = collection.search(a["title"], top_k=30, mode=mode)
+            lat.append((time.perf_counter() - t) * 1000)
             ranking = list(dict.fromkeys(h.document_id for h in hits))[:10]
             rank = ranking.index(a["id"]) + 1 if a["id"] in ranking else None
             rr.append(1 / rank if rank else 0.0)
@@ -78,6 +80,8 @@ def quality(collection: Collection, articles: list[dict]) -> dict:
             "hit@5": round(hits5 / n, 3),
             "hit@10": round(hits10 / n, 3),
             "ndcg@10": round(statistics.mean(ndcg), 3),
+            "search_p50_ms": round(sorted(lat)[len(lat) // 2], 1),
+            "search_p99_ms": round(sorted(lat)[int(0.99 * (len(lat) - 1))], 1),
         }
         print(mode, results[mode], flush=True)
     return results

@@ -315,8 +315,8 @@ def ratio_table(runs: list[Run]) -> str:
                 )
     lines += [
         "",
-        "| concurrency | tok/s a/b (HTTP/engine) | p50 latency a/b | tok/s a/c (HTTP/transformers) |",
-        "| --- | --- | --- | --- |",
+        "| concurrency | tok/s a/b (Tailor HTTP / engine) | p50 latency a/b | tok/s Tailor / bare vLLM HTTP | tok/s a/c (Tailor / transformers) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for c in levels:
         a, b, t = by.get(("tailor-http", c)), by.get(("engine", c)), by.get(("transformers", c))

@@ -13,8 +13,9 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 def test_models_lists_backbone_with_window(oai: openai.OpenAI, engine: Engine) -> None:
     models = oai.models.list().data
-    assert [m.id for m in models] == ["SmolLM2-135M-Instruct"]
-    assert models[0].model_extra["max_model_len"] == engine.max_model_len == 2048
+    assert models[0].id == "SmolLM2-135M-Instruct"  # then one model per domain with documents
+    assert all(m.model_extra["max_model_len"] == engine.max_model_len == 2048 for m in models)
+    assert all(m.model_extra["parent"] == "SmolLM2-135M-Instruct" for m in models[1:])
     assert oai.models.retrieve("SmolLM2-135M-Instruct").id == "SmolLM2-135M-Instruct"
 
 
