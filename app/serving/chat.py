@@ -111,11 +111,7 @@ async def chat_completion(prep: PreparedChat, engine: Engine, metrics: Metrics) 
             ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason)
             for i, c in enumerate(gen.choices)
         ],
-        usage=Usage(
-            prompt_tokens=gen.prompt_tokens,
-            completion_tokens=gen.completion_tokens,
-            total_tokens=gen.prompt_tokens + gen.completion_tokens,
-        ),
+        usage=Usage.of(gen.prompt_tokens, gen.completion_tokens),
         sources=prep.sources,
     )
 
@@ -166,9 +162,5 @@ async def chat_stream(
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
     if include_usage or prep.sources is not None:
         # the final event: usage when asked for, and the passages given to the model
-        usage = Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
-        yield chunk([], usage if include_usage else None, prep.sources)
+        usage = Usage.of(prompt_tokens, completion_tokens) if include_usage else None
+        yield chunk([], usage, prep.sources)

@@ -123,14 +123,6 @@ def prepare_completion(
     )
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
-    return Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
-
-
 async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics) -> CompletionResponse:
     request_id = new_id("cmpl")
     gen = await collect(engine, prep.prompts, prep.options, request_id)
@@ -148,7 +140,7 @@ async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics)
         id=request_id,
         model=prep.model,
         choices=choices,
-        usage=_usage(gen.prompt_tokens, gen.completion_tokens),
+        usage=Usage.of(gen.prompt_tokens, gen.completion_tokens),
         sources=prep.sources,
     )
 
@@ -192,7 +184,7 @@ async def completion_stream(
                 created=created,
                 model=prep.model,
                 choices=[],
-                usage=_usage(prompt_tokens, completion_tokens) if include_usage else None,
+                usage=Usage.of(prompt_tokens, completion_tokens) if include_usage else None,
                 sources=prep.sources,
             )
         )
