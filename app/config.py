@@ -101,10 +101,6 @@ class KnowledgeSettings(BaseModel):
         ge=0,
         description="...and at most this many bytes; larger uploads answer 202 with a job id.",
     )
-    rag_top_k: int = Field(4, ge=1, le=50, description="Passages retrieved for a chat request.")
-    rag_mode: Literal["dense", "bm25", "hybrid"] = Field(
-        "hybrid", description="Retrieval mode used for chat requests to a domain."
-    )
 
 
 def _split_keys(value: object) -> object:

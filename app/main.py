@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, FastAPI
 
 from app import __version__
-from app.api import admin, chat, completions, documents, errors, health, jobs, models
+from app.api import admin, chat, completions, documents, domains, errors, health, jobs, models
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.config import Settings
+from app.domains.registry import DomainRegistry
+from app.domains.store import ProfileStore
 from app.engine import Engine, build_engine
 from app.jobs import JobManager
 from app.knowledge.base import KnowledgeBase
@@ -34,7 +36,7 @@ def _attach_engine(state: AppState, engine: Engine) -> None:
         base_name=served_name(engine.model, settings.served_model_name),
         base_root=engine.model,
         context_window=engine.max_model_len,
-        domains=state.knowledge.domains if state.knowledge else list,
+        domains=state.domains.names if state.domains else list,
     )
     state.engine = engine
     state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)
@@ -80,6 +82,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             settings.data_dir / "collections", resolve_embedder(settings.embedder), settings.knowledge
         )
         state.jobs = JobManager(settings.data_dir / "jobs.sqlite")
+        state.domains = DomainRegistry(ProfileStore(settings.data_dir / "domains"), state.knowledge)
         # load the embedder off the request path, while the engine starts
         warm = asyncio.create_task(asyncio.to_thread(lambda: state.knowledge.embedder))
         try:
@@ -109,7 +112,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     errors.install(app)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)])
-    for module in (chat, completions, models, documents, jobs, admin):
+    for module in (chat, completions, models, domains, documents, jobs, admin):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.config import Settings
+from app.domains.registry import DomainRegistry
 from app.engine import Engine
 from app.jobs import JobManager
 from app.knowledge.base import KnowledgeBase
@@ -20,5 +21,6 @@ class AppState:
     catalog: ModelCatalog | None = None
     knowledge: KnowledgeBase | None = None
     jobs: JobManager | None = None
+    domains: DomainRegistry | None = None
     #: Why the engine is not serving (starting, or the start-up error), for /health.
     engine_status: str = "starting"

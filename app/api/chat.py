@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CatalogDep, EngineDep, KnowledgeDep, MetricsDep, SettingsDep
+from app.api.deps import CatalogDep, DomainsDep, EngineDep, KnowledgeDep, MetricsDep, SettingsDep
 from app.api.streaming import run_until_disconnect, sse_response
 from app.protocol.errors import ErrorResponse
 from app.protocol.openai import ChatCompletionRequest, ChatCompletionResponse
@@ -28,10 +28,12 @@ async def create_chat_completion(
     settings: SettingsDep,
     metrics: MetricsDep,
     knowledge: KnowledgeDep,
+    domains: DomainsDep,
 ) -> ChatCompletionResponse | StreamingResponse:
     target = catalog.resolve(body.model)
-    hits = await retrieve(knowledge, target.domain, last_user_text(body), settings) if target.domain else None
-    prep = prepare_chat(body, target, engine, settings, hits)
+    profile = domains.get(target.domain) if target.domain else None
+    hits = await retrieve(knowledge, profile, body.retrieval, last_user_text(body)) if profile else None
+    prep = prepare_chat(body, target, engine, settings, profile, hits)
     if body.stream:
         return sse_response(chat_stream(prep, engine, metrics, body.include_usage))
     return await run_until_disconnect(request, chat_completion(prep, engine, metrics))

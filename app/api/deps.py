@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.domains.registry import DomainRegistry
 from app.engine import Engine
 from app.jobs import JobManager
 from app.knowledge.base import KnowledgeBase
@@ -60,7 +61,14 @@ def get_jobs(state: StateDep) -> JobManager:
     return state.jobs
 
 
+def get_domains(state: StateDep) -> DomainRegistry:
+    if state.domains is None:
+        raise APIError(503, "The domain registry is not ready.", code="domains_unavailable")
+    return state.domains
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+DomainsDep = Annotated[DomainRegistry, Depends(get_domains)]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -105,4 +105,10 @@ class Engine(abc.ABC):
         """Stream output deltas; closing the iterator aborts the request in the engine."""
 
     @abc.abstractmethod
+    async def continuation_logprob(
+        self, prompt: EngineInput, continuation: list[int], request_id: str
+    ) -> float:
+        """Sum of log-probabilities the model gives ``continuation`` right after ``prompt``."""
+
+    @abc.abstractmethod
     def stats(self) -> EngineStats: ...

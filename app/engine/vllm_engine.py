@@ -119,6 +119,27 @@ class VLLMEngine(Engine):
     def stats(self) -> EngineStats:
         return EngineStats(running_requests=self._running)
 
+    # -- scoring -------------------------------------------------------------------------------
+    async def continuation_logprob(
+        self, prompt: EngineInput, continuation: list[int], request_id: str
+    ) -> float:
+        from vllm import SamplingParams
+
+        if not self.ready:
+            raise EngineUnavailable("the engine is not running")
+        if not continuation:
+            raise InvalidEngineRequest("the continuation is empty")
+        ids = prompt.token_ids + continuation
+        if len(ids) >= self.max_model_len:
+            raise InvalidEngineRequest(f"{len(ids)} tokens do not fit the {self.max_model_len}-token window")
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        final = None
+        async for out in self._llm.generate({"prompt_token_ids": ids}, params, request_id):
+            final = out
+        logprobs = final.prompt_logprobs
+        start = len(prompt.token_ids)
+        return float(sum(logprobs[i][ids[i]].logprob for i in range(start, len(ids))))
+
     # -- generation ----------------------------------------------------------------------------
     def _sampling_params(self, o: SamplingOptions) -> Any:
         from vllm import SamplingParams

@@ -120,6 +120,7 @@ def job_public(job: Job) -> JobPublic:
         results=result.get("results", []),
         errors=result.get("errors", []),
         error=job.error,
+        optimization=result.get("optimization"),
         created_at=job.created_at,
         updated_at=job.updated_at,
     )

@@ -82,6 +82,7 @@ class JobPublic(BaseModel):
     results: list[IngestResultPublic] = Field(default_factory=list)
     errors: list[IngestResultPublic] = Field(default_factory=list, description="Files that failed.")
     error: str | None = None
+    optimization: dict | None = Field(None, description="For optimize jobs: the table of scores.")
     created_at: float
     updated_at: float
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.domains.profile import RetrievalOverride
 from app.protocol.documents import Source
 
 MAX_STOP = 8
@@ -78,6 +79,11 @@ class SamplingFields(_Request):
     min_tokens: int = Field(0, ge=0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=2.0)
     ignore_eos: bool = False
+    # Tailor extensions
+    retrieval: RetrievalOverride | None = Field(
+        None, description="Override the domain's retrieval settings for this request."
+    )
+    return_prompt: bool = Field(False, description="Add the exact rendered prompt as `prompt`.")
     # fields accepted by OpenAI that this service cannot honour: refused, never silently dropped
     logprobs: Any = None
     logit_bias: dict[str, float] | None = None
@@ -164,6 +170,17 @@ class ChatChoice(BaseModel):
     logprobs: None = None
 
 
+class ContextReport(BaseModel):
+    """How the prompt was fitted into the window (requests to a domain)."""
+
+    window: int
+    prompt_tokens: int
+    reserved_tokens: int = Field(description="Room kept for the completion.")
+    passages_used: int
+    passages_dropped: int = Field(description="Lowest-ranked passages left out to fit.")
+    history_turns_dropped: int = Field(description="Oldest conversation messages left out to fit.")
+
+
 class ChatCompletionResponse(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -172,6 +189,8 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     sources: list[Source] | None = Field(None, description="Passages given to the model (domains).")
+    context: ContextReport | None = None
+    prompt: str | None = Field(None, description="The rendered prompt, when `return_prompt` was set.")
 
 
 class ChatDelta(BaseModel):
@@ -194,6 +213,8 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
     sources: list[Source] | None = None
+    context: ContextReport | None = None
+    prompt: str | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -211,6 +232,8 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     sources: list[Source] | None = None
+    context: ContextReport | None = None
+    prompt: str | None = None
 
 
 class ModelCard(BaseModel):

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from app.config import Settings
+from app.domains.profile import DomainProfile
 from app.engine import Engine, EngineInput, SamplingOptions
 from app.protocol.documents import Source
+from app.protocol.errors import APIError
 from app.protocol.openai import (
     AssistantMessage,
     ChatChoice,
@@ -17,6 +19,7 @@ from app.protocol.openai import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
+    ContextReport,
     Usage,
     new_id,
 )
@@ -32,7 +35,8 @@ from app.serving.models import Target
 from app.serving.rag import passages, sources
 from app.serving.sse import event
 from indexers.store import SearchHit
-from prompts import rag, render_chat
+from prompts import render_chat
+from prompts.assemble import ContextOverflow, PromptParts, assemble_chat
 
 _ROLE_MAP = {"developer": "system"}
 
@@ -43,21 +47,51 @@ class PreparedChat:
     prompt: EngineInput
     options: SamplingOptions
     sources: list[Source] | None = None
-
-
-def _with_knowledge(
-    messages: list[dict[str, str]], domain: str, hits: list[SearchHit]
-) -> list[dict[str, str]]:
-    """Server system prompt first; the passages and the question in the last user turn."""
-    client_system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
-    rest = [m for m in messages if m["role"] != "system"]
-    last_user = max(i for i, m in enumerate(rest) if m["role"] == "user")
-    rest[last_user] = {"role": "user", "content": rag.user_turn(rest[last_user]["content"], passages(hits))}
-    return [{"role": "system", "content": rag.system_prompt(domain, client_system)}, *rest]
+    context: ContextReport | None = None
+    prompt_text: str | None = None
 
 
 def last_user_text(req: ChatCompletionRequest) -> str:
     return next((m.text() for m in reversed(req.messages) if m.role == "user"), "")
+
+
+def _domain_parts(
+    messages: list[dict[str, str]], profile: DomainProfile, hits: list[SearchHit]
+) -> PromptParts:
+    """Split the conversation: client system text, history, and the final question."""
+    if messages[-1]["role"] != "user":
+        raise APIError(
+            400, "A request to a domain must end with a user message.", param="messages", code="invalid_value"
+        )
+    client_system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns = [m for m in messages[:-1] if m["role"] != "system"]
+    return PromptParts(
+        template=profile.prompt_template,
+        question=messages[-1]["content"],
+        system="\n\n".join(x for x in (profile.system_prompt, client_system) if x),
+        domain=profile.name,
+        passages=passages(hits),
+        examples=[(e.input, e.output) for e in profile.examples],
+        history=turns,
+    )
+
+
+def reserve_for(requested: int | None, profile: DomainProfile | None, window: int, settings: Settings) -> int:
+    """Tokens kept free for the completion while fitting the prompt."""
+    if requested is not None:
+        return requested
+    if profile is not None and profile.generation.max_tokens is not None:
+        return min(profile.generation.max_tokens, window // 2)
+    return min(settings.default_max_tokens, window // 4)
+
+
+def budget_error(exc: ContextOverflow, param: str) -> APIError:
+    return APIError(
+        400,
+        f"This model's maximum context length is {exc.window} tokens: {exc}.",
+        param=param,
+        code="context_length_exceeded",
+    )
 
 
 def prepare_chat(
@@ -65,6 +99,7 @@ def prepare_chat(
     target: Target,
     engine: Engine,
     settings: Settings,
+    profile: DomainProfile | None = None,
     hits: list[SearchHit] | None = None,
 ) -> PreparedChat:
     reject_unsupported(
@@ -78,25 +113,45 @@ def prepare_chat(
     )
     messages = [{"role": _ROLE_MAP.get(m.role, m.role), "content": m.text()} for m in req.messages]
     window = engine.max_model_len
-    hits = list(hits or [])
-    if target.domain and hits and any(m["role"] == "user" for m in messages):
-        # keep the best passages that leave room for the completion
-        reserve = req.requested_max_tokens or min(settings.default_max_tokens, window // 4)
-        while True:
-            rendered = render_chat(engine.tokenizer, _with_knowledge(messages, target.domain, hits))
-            if len(rendered.token_ids) + reserve <= window or len(hits) <= 1:
-                break
-            hits.pop()
-        if len(rendered.token_ids) + reserve > window:
-            hits = []
-            rendered = render_chat(engine.tokenizer, messages)
+    used: list[SearchHit] = []
+    report = None
+    if profile is not None:
+        reserve = reserve_for(req.requested_max_tokens, profile, window, settings)
+        hits = list(hits or [])
+        try:
+            assembled = assemble_chat(
+                engine.tokenizer, _domain_parts(messages, profile, hits), window, reserve
+            )
+        except ContextOverflow as exc:
+            raise budget_error(exc, "messages") from exc
+        rendered = assembled.prompt
+        used = hits[: assembled.passages_used]
+        report = ContextReport(
+            window=window,
+            prompt_tokens=len(rendered.token_ids),
+            reserved_tokens=reserve,
+            passages_used=assembled.passages_used,
+            passages_dropped=assembled.passages_dropped,
+            history_turns_dropped=assembled.turns_dropped,
+        )
     else:
-        hits = []
         rendered = render_chat(engine.tokenizer, messages)
     check_prompt_fits(len(rendered.token_ids), window, "messages")
-    options = sampling_options(req, req.requested_max_tokens, len(rendered.token_ids), window, settings)
+    options = sampling_options(
+        req,
+        req.requested_max_tokens,
+        len(rendered.token_ids),
+        window,
+        settings,
+        profile.generation if profile else None,
+    )
     return PreparedChat(
-        target.model, EngineInput(rendered.token_ids), options, sources(hits) if target.domain else None
+        target.model,
+        EngineInput(rendered.token_ids),
+        options,
+        sources(used) if profile is not None else None,
+        report,
+        rendered.text if req.return_prompt else None,
     )
 
 
@@ -113,6 +168,8 @@ async def chat_completion(prep: PreparedChat, engine: Engine, metrics: Metrics) 
         ],
         usage=Usage.of(gen.prompt_tokens, gen.completion_tokens),
         sources=prep.sources,
+        context=prep.context,
+        prompt=prep.prompt_text,
     )
 
 
@@ -127,15 +184,13 @@ async def chat_stream(
     started: set[int] = set()
     first = True
 
-    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, sources=None) -> str:
+    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, final: bool = False) -> str:
+        extras = (
+            {"sources": prep.sources, "context": prep.context, "prompt": prep.prompt_text} if final else {}
+        )
         return event(
             ChatCompletionChunk(
-                id=request_id,
-                created=created,
-                model=prep.model,
-                choices=choices,
-                usage=usage,
-                sources=sources,
+                id=request_id, created=created, model=prep.model, choices=choices, usage=usage, **extras
             )
         )
 
@@ -160,7 +215,7 @@ async def chat_stream(
             ]
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
-    if include_usage or prep.sources is not None:
+    if include_usage or prep.sources is not None or prep.prompt_text is not None:
         # the final event: usage when asked for, and the passages given to the model
         usage = Usage.of(prompt_tokens, completion_tokens) if include_usage else None
-        yield chunk([], usage, prep.sources)
+        yield chunk([], usage, final=True)

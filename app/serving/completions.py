@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from app.config import Settings
+from app.domains.profile import DomainProfile
 from app.engine import Engine, EngineInput, SamplingOptions
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
@@ -14,9 +15,11 @@ from app.protocol.openai import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    ContextReport,
     Usage,
     new_id,
 )
+from app.serving.chat import budget_error, reserve_for
 from app.serving.generation import (
     check_prompt_fits,
     collect,
@@ -29,7 +32,7 @@ from app.serving.models import Target
 from app.serving.rag import passages, sources
 from app.serving.sse import event
 from indexers.store import SearchHit
-from prompts import rag
+from prompts.assemble import ContextOverflow, PromptParts, assemble_text
 
 
 @dataclass
@@ -40,6 +43,8 @@ class PreparedCompletion:
     options: SamplingOptions
     echo: bool
     sources: list[Source] | None = None
+    context: ContextReport | None = None
+    prompt_text: str | None = None
 
 
 def _tokenize_prompts(req: CompletionRequest, tokenizer) -> tuple[list[list[int]], list[str]]:
@@ -81,45 +86,63 @@ def domain_prompt_text(req: CompletionRequest) -> str:
     return p
 
 
-def _with_knowledge(
-    tokenizer, prompt_ids: list[int], hits: list[SearchHit], room: int
-) -> tuple[list[int], list[SearchHit]]:
-    """Prepend the passages (as literal text) that fit in ``room`` tokens, best first."""
-    hits = list(hits)
-    while hits:
-        context = rag.format_sources(passages(hits)) + "\n\n"
-        ids = tokenizer(context, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        if len(ids) + len(prompt_ids) <= room:
-            return ids + prompt_ids, hits
-        hits.pop()
-    return prompt_ids, []
-
-
 def prepare_completion(
     req: CompletionRequest,
     target: Target,
     engine: Engine,
     settings: Settings,
+    profile: DomainProfile | None = None,
     hits: list[SearchHit] | None = None,
 ) -> PreparedCompletion:
     reject_unsupported(req, {"suffix": bool(req.suffix), "best_of": req.best_of not in (None, 1, req.n)})
-    ids, texts = _tokenize_prompts(req, engine.tokenizer)
     window = engine.max_model_len
     used: list[SearchHit] = []
-    if target.domain and hits:
-        reserve = req.requested_max_tokens or min(settings.default_max_tokens, window // 4)
-        ids[0], used = _with_knowledge(engine.tokenizer, ids[0], hits, window - reserve)
+    report = None
+    if profile is not None:
+        # the domain's template around the prompt, passages as literal text, fitted to the window
+        question = domain_prompt_text(req)
+        reserve = reserve_for(req.requested_max_tokens, profile, window, settings)
+        hits = list(hits or [])
+        parts = PromptParts(
+            template=profile.prompt_template,
+            question=question,
+            domain=profile.name,
+            passages=passages(hits),
+            examples=[(e.input, e.output) for e in profile.examples],
+        )
+        try:
+            assembled = assemble_text(engine.tokenizer, parts, window, reserve)
+        except ContextOverflow as exc:
+            raise budget_error(exc, "prompt") from exc
+        ids, texts = [assembled.prompt.token_ids], [question]
+        rendered_texts = [assembled.prompt.text]
+        used = hits[: assembled.passages_used]
+        report = ContextReport(
+            window=window,
+            prompt_tokens=len(assembled.prompt.token_ids),
+            reserved_tokens=reserve,
+            passages_used=assembled.passages_used,
+            passages_dropped=assembled.passages_dropped,
+            history_turns_dropped=0,
+        )
+    else:
+        ids, texts = _tokenize_prompts(req, engine.tokenizer)
+        rendered_texts = texts
     longest = max(len(i) for i in ids)
     for i in ids:
         check_prompt_fits(len(i), window, "prompt")
-    options = sampling_options(req, req.requested_max_tokens, longest, window, settings)
+    options = sampling_options(
+        req, req.requested_max_tokens, longest, window, settings, profile.generation if profile else None
+    )
     return PreparedCompletion(
         target.model,
         [EngineInput(i) for i in ids],
         texts,
         options,
         req.echo,
-        sources(used) if target.domain else None,
+        sources(used) if profile is not None else None,
+        report,
+        "\n\n".join(rendered_texts) if req.return_prompt else None,
     )
 
 
@@ -142,6 +165,8 @@ async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics)
         choices=choices,
         usage=Usage.of(gen.prompt_tokens, gen.completion_tokens),
         sources=prep.sources,
+        context=prep.context,
+        prompt=prep.prompt_text,
     )
 
 
@@ -177,7 +202,7 @@ async def completion_stream(
             )
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
-    if include_usage or prep.sources is not None:
+    if include_usage or prep.sources is not None or prep.prompt_text is not None:
         yield event(
             CompletionResponse(
                 id=request_id,
@@ -186,5 +211,7 @@ async def completion_stream(
                 choices=[],
                 usage=Usage.of(prompt_tokens, completion_tokens) if include_usage else None,
                 sources=prep.sources,
+                context=prep.context,
+                prompt=prep.prompt_text,
             )
         )

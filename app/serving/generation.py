@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from app.config import Settings
+from app.domains.profile import GenerationDefaults
 from app.engine import Engine, EngineInput, OutputDelta, SamplingOptions
 from app.engine.base import EngineOverloaded, EngineUnavailable, InvalidEngineRequest
 from app.protocol.errors import APIError
@@ -45,7 +46,12 @@ def check_prompt_fits(prompt_tokens: int, window: int, param: str) -> None:
 
 
 def sampling_options(
-    req: SamplingFields, requested_max: int | None, prompt_tokens: int, window: int, settings: Settings
+    req: SamplingFields,
+    requested_max: int | None,
+    prompt_tokens: int,
+    window: int,
+    settings: Settings,
+    defaults: GenerationDefaults | None = None,
 ) -> SamplingOptions:
     """Map request fields onto engine sampling, enforcing the window and the service's limits."""
     room = window - prompt_tokens
@@ -60,12 +66,18 @@ def sampling_options(
         )
     if req.n > settings.max_n:
         raise APIError(400, f"n must be at most {settings.max_n}.", param="n", code="invalid_value")
-    max_tokens = requested_max if requested_max is not None else min(settings.default_max_tokens, room)
+    defaults = defaults or GenerationDefaults()
+    if requested_max is None and defaults.max_tokens is not None:
+        max_tokens = min(defaults.max_tokens, room)
+    elif requested_max is None:
+        max_tokens = min(settings.default_max_tokens, room)
+    else:
+        max_tokens = requested_max
     if req.min_tokens > max_tokens:
         raise APIError(
             400, "min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value"
         )
-    temperature = settings.default_temperature if req.temperature is None else req.temperature
+    temperature = _first(req.temperature, defaults.temperature, settings.default_temperature)
     if req.n > 1 and temperature == 0:
         raise APIError(
             400,
@@ -77,17 +89,22 @@ def sampling_options(
         max_tokens=max_tokens,
         n=req.n,
         temperature=temperature,
-        top_p=settings.default_top_p if req.top_p is None else req.top_p,
+        top_p=_first(req.top_p, defaults.top_p, settings.default_top_p),
         top_k=0 if req.top_k in (None, -1) else req.top_k,
         min_p=req.min_p,
         min_tokens=req.min_tokens,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
         repetition_penalty=req.repetition_penalty,
-        stop=req.stop_list(),
+        stop=req.stop_list() if req.stop is not None else tuple(defaults.stop or ()),
         seed=req.seed,
         ignore_eos=req.ignore_eos,
     )
+
+
+def _first(*values):
+    """The first value that is not None (request, then profile, then service default)."""
+    return next(v for v in values if v is not None)
 
 
 @dataclass

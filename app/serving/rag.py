@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from app.config import Settings
+from app.domains.profile import DomainProfile, RetrievalOverride
 from app.knowledge.base import KnowledgeBase
 from app.protocol.documents import Source
+from app.protocol.errors import APIError
 from indexers.store import SearchHit
+from indexers.store.sqlite_store import FilterError
 from prompts.rag import Passage
 
 
@@ -28,11 +30,23 @@ def label(hit: SearchHit) -> str:
     return ", ".join(parts)
 
 
-async def retrieve(kb: KnowledgeBase, domain: str, query: str, settings: Settings) -> list[SearchHit]:
-    if not query.strip():
+async def retrieve(
+    kb: KnowledgeBase, profile: DomainProfile | None, override: RetrievalOverride | None, query: str
+) -> list[SearchHit]:
+    """Passages for ``query`` under the profile's retrieval settings and the request's override."""
+    if profile is None or not query.strip() or not kb.has(profile.name):
         return []
-    k = settings.knowledge
-    return await kb.search(domain, query[:4000], top_k=k.rag_top_k, mode=k.rag_mode)
+    r = profile.retrieval_for(override)
+    if not r.enabled:
+        return []
+    try:
+        return await kb.search(
+            profile.name, query[:4000], top_k=r.top_k, mode=r.mode, flt=r.filter, min_score=r.min_score
+        )
+    except FilterError as exc:
+        raise APIError(
+            400, f"Invalid retrieval filter: {exc}", param="retrieval.filter", code="invalid_filter"
+        ) from exc
 
 
 def passages(hits: list[SearchHit]) -> list[Passage]:

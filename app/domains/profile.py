@@ -1,0 +1,101 @@
+"""``DomainProfile``: everything a domain adds to the backbone, validated at the edge.
+
+Templates are checked with ``prompts.template`` (plain placeholders only), unknown fields are
+refused, and references to soft prompts and adapters are checked against their registries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from prompts.template import DEFAULT_TEMPLATE, PromptTemplate, TemplateError
+
+DEFAULT_SYSTEM = "You are a helpful, precise assistant. Answer in the language of the question."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrievalSettings(_Strict):
+    enabled: bool = Field(True, description="Retrieve from the domain's documents (when it has any).")
+    top_k: int = Field(4, ge=1, le=50, description="Passages retrieved per request.")
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    filter: dict[str, Any] | None = Field(
+        None, max_length=32, description="Metadata filter applied before ranking."
+    )
+    min_score: float | None = Field(None, description="Drop passages scoring below this.")
+
+
+class RetrievalOverride(_Strict):
+    """Per-request override of a profile's retrieval settings (unset fields keep the profile's)."""
+
+    enabled: bool | None = None
+    top_k: int | None = Field(None, ge=1, le=50)
+    mode: Literal["dense", "bm25", "hybrid"] | None = None
+    filter: dict[str, Any] | None = Field(None, max_length=32)
+    min_score: float | None = None
+
+
+class GenerationDefaults(_Strict):
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    stop: list[str] | None = Field(None, max_length=8)
+
+
+class Example(_Strict):
+    input: str = Field(..., min_length=1, max_length=20_000)
+    output: str = Field(..., max_length=20_000)
+
+
+class DomainProfileIn(_Strict):
+    """The body of ``PUT /v1/domains/{name}``."""
+
+    description: str = Field("", max_length=2000)
+    system_prompt: str = Field(DEFAULT_SYSTEM, max_length=20_000)
+    template: str = Field(
+        DEFAULT_TEMPLATE,
+        description="User-turn template; placeholders {question} (required), {context}, {examples}, "
+        "{history}, {domain}. Without {examples} the examples become chat turns; without {history} "
+        "earlier turns stay chat turns.",
+    )
+    examples: list[Example] = Field(default_factory=list, max_length=32)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    soft_prompt: str | None = Field(None, max_length=128, description="Name of a trained soft prompt.")
+    adapter: str | None = Field(None, max_length=128, description="Name of a loaded LoRA adapter.")
+
+    @field_validator("template")
+    @classmethod
+    def _safe_template(cls, value: str) -> str:
+        try:
+            PromptTemplate.parse(value)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class DomainProfile(DomainProfileIn):
+    name: str
+    version: int = 1
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+    @property
+    def prompt_template(self) -> PromptTemplate:
+        return PromptTemplate.parse(self.template)
+
+    def retrieval_for(self, override: RetrievalOverride | None) -> RetrievalSettings:
+        if override is None:
+            return self.retrieval
+        changes = override.model_dump(exclude_unset=True)
+        return self.retrieval.model_copy(update=changes)
+
+
+def default_profile(name: str) -> DomainProfile:
+    """The profile of a domain that has documents but was never configured."""
+    return DomainProfile(name=name, version=0, created_at=0.0, updated_at=0.0)

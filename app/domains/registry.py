@@ -1,0 +1,41 @@
+"""The set of domains: configured profiles plus knowledge stores that have no profile yet."""
+
+from __future__ import annotations
+
+from app.domains.profile import DomainProfile, DomainProfileIn, default_profile
+from app.domains.store import ProfileStore
+from app.knowledge.base import KnowledgeBase
+from app.protocol.errors import APIError
+
+
+class DomainRegistry:
+    def __init__(self, profiles: ProfileStore, knowledge: KnowledgeBase) -> None:
+        self.profiles = profiles
+        self.knowledge = knowledge
+
+    def names(self) -> list[str]:
+        return sorted(set(self.profiles.names()) | set(self.knowledge.domains()))
+
+    def get(self, name: str) -> DomainProfile | None:
+        profile = self.profiles.get(name)
+        if profile is None and self.knowledge.has(name):
+            return default_profile(name)
+        return profile
+
+    @staticmethod
+    def check_references(body: DomainProfileIn) -> None:
+        """Soft prompts and adapters must exist; their registries arrive in later releases."""
+        if body.soft_prompt is not None:
+            raise APIError(
+                422,
+                f"No soft prompt named '{body.soft_prompt}' (none are registered yet).",
+                param="soft_prompt",
+                code="unknown_soft_prompt",
+            )
+        if body.adapter is not None:
+            raise APIError(
+                422,
+                f"No adapter named '{body.adapter}' (none are loaded yet).",
+                param="adapter",
+                code="unknown_adapter",
+            )

@@ -1,0 +1,86 @@
+"""Profiles persisted as one JSON file per domain under ``<data_dir>/domains`` (atomic writes).
+
+Example profiles shipped in ``prompts/profiles/`` are installed on first start; one an admin
+deletes is remembered in ``.seeded`` and not installed again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import prompts
+from app.domains.profile import DomainProfile, DomainProfileIn
+
+SEEDS = Path(prompts.__file__).resolve().parent / "profiles"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ProfileStore:
+    def __init__(self, root: Path, seeds: Path | None = SEEDS) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._profiles: dict[str, DomainProfile] = {}
+        for path in sorted(root.glob("*.json")):
+            profile = DomainProfile.model_validate_json(path.read_text(encoding="utf-8"))
+            self._profiles[profile.name] = profile
+        if seeds is not None:
+            self._seed(seeds)
+
+    def _seed(self, seeds: Path) -> None:
+        marker = self.root / ".seeded"
+        done = set(marker.read_text().split()) if marker.exists() else set()
+        for path in sorted(seeds.glob("*.json")):
+            name = path.stem
+            if name in done or name in self._profiles:
+                continue
+            self.put(name, DomainProfileIn.model_validate_json(path.read_text(encoding="utf-8")))
+            done.add(name)
+        atomic_write(marker, "\n".join(sorted(done)) + "\n")
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._profiles)
+
+    def get(self, name: str) -> DomainProfile | None:
+        with self._lock:
+            return self._profiles.get(name)
+
+    def put(self, name: str, body: DomainProfileIn) -> tuple[DomainProfile, bool]:
+        """Create or replace; the version grows by one on every replace. Returns (profile, created)."""
+        with self._lock:
+            old = self._profiles.get(name)
+            now = time.time()
+            profile = DomainProfile(
+                **body.model_dump(),
+                name=name,
+                version=(old.version + 1) if old else 1,
+                created_at=old.created_at if old else now,
+                updated_at=now,
+            )
+            atomic_write(self.root / f"{name}.json", profile.model_dump_json(indent=2))
+            self._profiles[name] = profile
+            return profile, old is None
+
+    def delete(self, name: str) -> bool:
+        with self._lock:
+            if self._profiles.pop(name, None) is None:
+                return False
+            (self.root / f"{name}.json").unlink(missing_ok=True)
+            return True
