@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import AdminDep, DomainsDep, EngineDep, JobsDep, KnowledgeDep, SettingsDep, StateDep
+from app.api.deps import AdminDep, DomainsDep, EngineDep, JobsDep, KnowledgeDep, SettingsDep
 from app.domains.optimize import Optimizer
 from app.domains.profile import DomainProfileIn
 from app.domains.registry import DomainRegistry

