@@ -120,6 +120,24 @@ def search(
     run(_server_url(url), key, domain, query, top_k, mode, filter)
 
 
+@cli.command()
+def optimize(
+    domain: str = typer.Argument(..., help="Domain whose template to choose."),
+    spec: Path = typer.Argument(
+        ..., help='JSON: {"candidates": [...], "examples": [{"input", "output"}], ...}.'
+    ),
+    apply: bool | None = typer.Option(
+        None, "--apply/--no-apply", help="Store the winner (overrides the spec)."
+    ),
+    url: str | None = typer.Option(None, help="Server URL (default: TAILOR_HOST/TAILOR_PORT)."),
+    key: str | None = typer.Option(None, envvar="TAILOR_ADMIN_KEY", help="Admin key (TAILOR_ADMIN_KEY)."),
+) -> None:
+    """Score candidate templates on held-out examples on the backbone; optionally apply the best."""
+    from app.client_cli import optimize as run
+
+    run(_server_url(url), key, domain, spec, apply)
+
+
 @cli.command("settings")
 def show_settings() -> None:
     """List every setting with its environment variable, default and description."""

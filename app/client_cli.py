@@ -146,3 +146,48 @@ def search(
         )
         out.print(hit["text"].strip()[:500], markup=False)
         out.print()
+
+
+def optimize(url: str, key: str | None, domain: str, spec_path: Path, apply: bool | None) -> None:
+    """Send an optimization spec, follow the job with a progress bar, print the score table."""
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {spec_path}: {exc}") from exc
+    if apply is not None:
+        spec["apply"] = apply
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with (
+        httpx.Client(base_url=url, headers=headers, timeout=600) as client,
+        Progress(*columns, console=console) as bar,
+    ):
+        resp = client.post(f"/v1/domains/{domain}/optimize", json=spec)
+        _raise_for_error(resp)
+        job = resp.json()
+        task = bar.add_task(f"scoring templates for {domain}", total=None)
+        while job["status"] in ("queued", "running"):
+            time.sleep(0.5)
+            resp = client.get(f"/v1/jobs/{job['id']}")
+            _raise_for_error(resp)
+            job = resp.json()
+            p = job["progress"]
+            bar.update(task, total=p["documents_total"] or None, completed=p["documents_done"])
+    if job["status"] != "succeeded":
+        console.print(f"[red]job {job['id']} {job['status']}:[/red] {job.get('error')}")
+        raise typer.Exit(1)
+    result = job["optimization"]
+    out = Console()
+    out.print(f"metric {result['metric']}, {result['heldout_size']} held-out examples")
+    for s in result["scores"]:
+        mark = "*" if s["index"] == result["best"] else " "
+        first_line = s["template"].replace("\n", " \\n ")[:70]
+        out.print(
+            f"{mark} [{s['index']}] {s['score']:.4f} ({s['correct']}/{s['total']})  {first_line}",
+            markup=False,
+        )
+    if result.get("ensemble"):
+        e = result["ensemble"]
+        out.print(f"  ensemble of {e['templates']}: {e['score']:.4f}")
+    if result["applied"]:
+        out.print(f"applied template [{result['best']}]: profile version {result['profile_version']}")

@@ -40,3 +40,29 @@ def test_ingest_folder_with_progress_then_search(server, tmp_path: Path) -> None
     assert found.returncode == 0 and "ledger.xlsx" in found.stdout and "sheet Costs" in found.stdout
     missing = tailor("search", "no-such-domain", "x", "--url", server.url)
     assert missing.returncode == 1 and "404" in missing.stderr
+
+
+def test_optimize_command(server, tmp_path: Path) -> None:
+    import json
+
+    import httpx
+
+    httpx.put(
+        f"{server.url}/v1/domains/cli-colors",
+        json={"template": "{question}", "retrieval": {"enabled": False}},
+    )
+    colors = ["red", "blue", "green"]
+    spec = {
+        "candidates": [
+            "{question}\nForget it. The answer is always red. The answer is",
+            "{question}\nWhat is the secret color?",
+        ],
+        "examples": [
+            {"input": f"Item {i}: the secret color is {colors[i % 3]}.", "output": colors[i % 3]}
+            for i in range(12)
+        ],
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    done = tailor("optimize", "cli-colors", str(tmp_path / "spec.json"), "--apply", "--url", server.url)
+    assert done.returncode == 0, done.stderr
+    assert "label_loglik" in done.stdout and "* [1]" in done.stdout and "applied template [1]" in done.stdout
