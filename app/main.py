@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Depends, FastAPI
 
@@ -43,13 +43,13 @@ def _attach_engine(state: AppState, engine: Engine) -> None:
     state.engine_status = "ready"
 
 
-async def _start_engine(state: AppState, engine: Engine) -> None:
+async def _start_engine(state: AppState, engine: Engine) -> bool:
     try:
         await engine.start()
     except Exception as exc:  # noqa: BLE001 - reported on /health and in the log
         state.engine_status = f"failed: {type(exc).__name__}: {exc}"
         log.exception("engine failed to start")
-        return
+        return False
     _attach_engine(state, engine)
     s = state.settings
     name = state.catalog.base_name if state.catalog else ""
@@ -63,6 +63,45 @@ async def _start_engine(state: AppState, engine: Engine) -> None:
         s.port,
         name,
     )
+    return True
+
+
+class EngineSupervisor:
+    """Starts the owned engine and starts a fresh one if it dies (e.g. its core process crashed).
+
+    While it restarts, /health and generation answer 503; requests in flight at the crash fail
+    with an error event or a 5xx. Repeated failures back off up to a minute.
+    """
+
+    def __init__(self, state: AppState, make: Callable[[], Engine], interval: float = 1.0) -> None:
+        self.state = state
+        self.make = make
+        self.interval = interval
+        self.engine: Engine | None = None
+        self.restarts = 0
+
+    async def run(self) -> None:
+        backoff = 1.0
+        while True:
+            self.engine = self.make()
+            if not await _start_engine(self.state, self.engine):
+                return  # a start that fails (bad model, no memory) is not retried: /health says why
+            while self.engine.ready:
+                await asyncio.sleep(self.interval)
+                backoff = 1.0
+            dead, self.engine = self.engine, None
+            self.state.engine = None
+            self.restarts += 1
+            log.error("the engine stopped unexpectedly; restarting it (restart %d)", self.restarts)
+            self.state.engine_status = f"restarting after an engine failure (restart {self.restarts})"
+            with contextlib.suppress(Exception):
+                await dead.stop()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop()
 
 
 def _body_limit(settings: Settings, path: str) -> int:
@@ -90,17 +129,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 _attach_engine(state, engine)
                 yield
                 return
-            owned = build_engine(settings, resolve_backbone(settings.model, settings.data_dir))
-            starting = asyncio.create_task(_start_engine(state, owned))
+            model = resolve_backbone(settings.model, settings.data_dir)
+            supervisor = EngineSupervisor(state, lambda: build_engine(settings, model))
+            running = asyncio.create_task(supervisor.run())
             try:
                 yield
             finally:
-                starting.cancel()
+                running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await starting
+                    await running
                 state.engine = None
                 state.engine_status = "stopped"
-                await owned.stop()
+                await supervisor.stop()
         finally:
             with contextlib.suppress(Exception):
                 await warm

@@ -24,3 +24,9 @@ class AppState:
     domains: DomainRegistry | None = None
     #: Why the engine is not serving (starting, or the start-up error), for /health.
     engine_status: str = "starting"
+
+    def status(self) -> str:
+        """'ready', or why the engine is not serving (starting, restarting, failed: ...)."""
+        if self.engine is not None:
+            return "ready" if self.engine.ready else "unavailable: the engine stopped responding"
+        return self.engine_status

@@ -34,3 +34,43 @@ def test_health_503_while_starting_then_reports_failure(loop, base_settings: Set
 def test_health_ok_when_ready(http: httpx.Client, model_name: str) -> None:
     resp = http.get("/health")
     assert resp.status_code == 200 and resp.json() == {"status": "ok", "model": model_name}
+
+
+def test_engine_is_restarted_after_its_core_is_killed(loop, base_settings: Settings, model_path: str) -> None:
+    """A real fault: kill -9 the engine core process of an app-owned engine; the app recovers."""
+    import os
+    import signal
+
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    server = serve(loop, create_app(base_settings.model_copy(update={"model": model_path})))
+    try:
+
+        def wait_health(status: int, timeout: float = 240) -> dict:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                resp = httpx.get(f"{server.url}/health")
+                if resp.status_code == status:
+                    return resp.json()
+                time.sleep(0.3)
+            raise AssertionError(f"health never became {status}")
+
+        wait_health(200)
+        mine = [p for p in me.children(recursive=True) if p.pid not in before]
+        assert mine, "the app's engine started no processes"
+        for p in mine:
+            os.kill(p.pid, signal.SIGKILL)
+        body = wait_health(503, timeout=60)
+        assert body["status"].startswith(("unavailable", "restarting", "starting"))
+        wait_health(200)
+        model = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
+        resp = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
+            timeout=120,
+        )
+        assert resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] > 0
+    finally:
+        server.stop()

@@ -18,7 +18,7 @@ async def effective_config(state: StateDep) -> dict[str, Any]:
     data["admin_keys"] = f"{len(state.settings.admin_keys)} configured"
     engine = state.engine
     data["engine_state"] = {
-        "status": "ready" if engine is not None and engine.ready else state.engine_status,
+        "status": state.status(),
         "model": engine.model if engine else None,
         "max_model_len": engine.max_model_len if engine else None,
         "running_requests": engine.stats().running_requests if engine else 0,

@@ -16,7 +16,7 @@ async def health(state: StateDep) -> JSONResponse:
     engine = state.engine
     if engine is not None and engine.ready:
         return JSONResponse({"status": "ok", "model": state.catalog.base_name if state.catalog else None})
-    return JSONResponse({"status": state.engine_status}, status_code=503)
+    return JSONResponse({"status": state.status()}, status_code=503)
 
 
 @router.get("/metrics")
