@@ -58,6 +58,20 @@ def _raise_for_error(resp: httpx.Response) -> None:
         raise typer.Exit(1)
 
 
+def follow_job(client: httpx.Client, job: dict, on_progress, poll: float = 0.3) -> dict:
+    """Poll a job until it ends, reporting its progress counters; exit 1 if it did not succeed."""
+    while job["status"] in ("queued", "running"):
+        time.sleep(poll)
+        resp = client.get(f"/v1/jobs/{job['id']}")
+        _raise_for_error(resp)
+        job = resp.json()
+        on_progress(job["progress"])
+    if job["status"] != "succeeded":
+        console.print(f"[red]job {job['id']} {job['status']}:[/red] {job.get('error')}")
+        raise typer.Exit(1)
+    return job
+
+
 def ingest(
     url: str, key: str | None, domain: str, paths: list[Path], metadata: str | None, batch_files: int
 ) -> None:
@@ -92,22 +106,19 @@ def ingest(
                 f"/v1/domains/{domain}/documents", files=upload, data=data, params={"wait": "false"}
             )
             _raise_for_error(resp)
-            job = resp.json()
-            while job["status"] in ("queued", "running"):
-                time.sleep(0.3)
-                resp = client.get(f"/v1/jobs/{job['id']}")
-                _raise_for_error(resp)
-                job = resp.json()
-                p = job["progress"]
+            pending = len(files) - submitted
+
+            def show(
+                p: dict, pending: int = pending, done: int = done_before, chunks: int = chunks_before
+            ) -> None:
                 bar.update(
                     task,
-                    total=len(files) - submitted + done_before + p["documents_total"],
-                    completed=done_before + p["documents_done"],
-                    chunks=chunks_before + p["chunks_done"],
+                    total=pending + done + p["documents_total"],
+                    completed=done + p["documents_done"],
+                    chunks=chunks + p["chunks_done"],
                 )
-            if job["status"] != "succeeded":
-                console.print(f"[red]job {job['id']} {job['status']}:[/red] {job.get('error')}")
-                raise typer.Exit(1)
+
+            job = follow_job(client, resp.json(), show)
             done_before += job["progress"]["documents_total"]
             chunks_before += job["progress"]["chunks_done"]
             for r in job["results"]:
@@ -164,18 +175,12 @@ def optimize(url: str, key: str | None, domain: str, spec_path: Path, apply: boo
     ):
         resp = client.post(f"/v1/domains/{domain}/optimize", json=spec)
         _raise_for_error(resp)
-        job = resp.json()
         task = bar.add_task(f"scoring templates for {domain}", total=None)
-        while job["status"] in ("queued", "running"):
-            time.sleep(0.5)
-            resp = client.get(f"/v1/jobs/{job['id']}")
-            _raise_for_error(resp)
-            job = resp.json()
-            p = job["progress"]
+
+        def show(p: dict) -> None:
             bar.update(task, total=p["documents_total"] or None, completed=p["documents_done"])
-    if job["status"] != "succeeded":
-        console.print(f"[red]job {job['id']} {job['status']}:[/red] {job.get('error')}")
-        raise typer.Exit(1)
+
+        job = follow_job(client, resp.json(), show, poll=0.5)
     result = job["optimization"]
     out = Console()
     out.print(f"metric {result['metric']}, {result['heldout_size']} held-out examples")

@@ -6,29 +6,15 @@ deletes is remembered in ``.seeded`` and not installed again.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import prompts
 from app.domains.profile import DomainProfile, DomainProfileIn
+from indexers.durable import write_text_durably
 
 SEEDS = Path(prompts.__file__).resolve().parent / "profiles"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ProfileStore:
@@ -52,7 +38,7 @@ class ProfileStore:
                 continue
             self.put(name, DomainProfileIn.model_validate_json(path.read_text(encoding="utf-8")))
             done.add(name)
-        atomic_write(marker, "\n".join(sorted(done)) + "\n")
+        write_text_durably(marker, "\n".join(sorted(done)) + "\n")
 
     def names(self) -> list[str]:
         with self._lock:
@@ -74,7 +60,7 @@ class ProfileStore:
                 created_at=old.created_at if old else now,
                 updated_at=now,
             )
-            atomic_write(self.root / f"{name}.json", profile.model_dump_json(indent=2))
+            write_text_durably(self.root / f"{name}.json", profile.model_dump_json(indent=2))
             self._profiles[name] = profile
             return profile, old is None
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import abc
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from indexers.durable import replace_durably
 
 
 class VectorIndex(abc.ABC):
@@ -132,14 +133,7 @@ class FaissIndex(VectorIndex):
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
         self._faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_durably(tmp, path)
 
 
 def make_index(kind: str, dim: int, vectors: np.ndarray | None = None, nprobe: int = 16) -> FaissIndex:

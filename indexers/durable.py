@@ -1,0 +1,24 @@
+"""Durable file replacement: a crash leaves either the old file or the new one, never a mix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """fsync ``tmp``, rename it over ``path``, then fsync the folder so the rename survives."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    replace_durably(tmp, path)
