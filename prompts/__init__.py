@@ -1,6 +1,5 @@
-"""Prompt assembly: chat rendering to token ids (and, later, templates, few-shot and budgets).
-
-A library: it never imports ``app``.
+"""Prompt assembly: safe templates, chat rendering to token ids, RAG layout, the context budget,
+and the metrics used to choose templates. A library: it never imports ``app``.
 """
 
 from prompts.chat import RenderedPrompt, render_chat
