@@ -159,3 +159,11 @@ def test_special_tokens_in_content_stay_text(
     else:
         resp = oai.chat.completions.create(model=model_name, messages=hostile, max_tokens=4)
         assert resp.usage.prompt_tokens == len(rendered.token_ids)
+
+
+def test_default_sampling_is_greedy_and_n_falls_back_to_sampling(oai: openai.OpenAI, model_name: str) -> None:
+    greedy = oai.chat.completions.create(model=model_name, messages=QUESTION, temperature=0, max_tokens=20)
+    default = oai.chat.completions.create(model=model_name, messages=QUESTION, max_tokens=20)
+    assert default.choices[0].message.content == greedy.choices[0].message.content
+    several = oai.chat.completions.create(model=model_name, messages=QUESTION, max_tokens=8, n=2)
+    assert len(several.choices) == 2

@@ -77,7 +77,8 @@ def sampling_options(
         raise APIError(
             400, "min_tokens must not exceed max_tokens.", param="min_tokens", code="invalid_value"
         )
-    temperature = _first(req.temperature, defaults.temperature, settings.default_temperature)
+    fallback = settings.default_temperature if req.n == 1 else max(settings.default_temperature, 1.0)
+    temperature = _first(req.temperature, defaults.temperature, fallback)
     if req.n > 1 and temperature == 0:
         raise APIError(
             400,
