@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, StateDep
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(route_class=CleanJSONRoute, prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
 
 @router.get("/config")

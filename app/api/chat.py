@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import CatalogDep, DomainsDep, EngineDep, KnowledgeDep, MetricsDep, SettingsDep
 from app.api.streaming import run_until_disconnect, sse_response
 from app.protocol.errors import ErrorResponse
@@ -12,7 +13,7 @@ from app.protocol.openai import ChatCompletionRequest, ChatCompletionResponse
 from app.serving.chat import chat_completion, chat_stream, last_user_text, prepare_chat
 from app.serving.rag import retrieve
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(route_class=CleanJSONRoute, tags=["chat"])
 
 
 @router.post(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, JobsDep, KnowledgeDep, SettingsDep
 from app.knowledge.base import UnknownDomain, check_domain_name
 from app.knowledge.ingestion import job_public, read_sources, start_ingest
@@ -23,7 +24,7 @@ from app.protocol.documents import (
 from app.protocol.errors import APIError
 from indexers.store.sqlite_store import FilterError
 
-router = APIRouter(prefix="/domains/{domain}", tags=["documents"])
+router = APIRouter(route_class=CleanJSONRoute, prefix="/domains/{domain}", tags=["documents"])
 
 
 def _domain(domain: str) -> str:

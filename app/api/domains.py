@@ -8,6 +8,7 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, DomainsDep, EngineDep, JobsDep, KnowledgeDep, SettingsDep
 from app.domains.optimize import Optimizer
 from app.domains.profile import DomainProfileIn
@@ -19,7 +20,7 @@ from app.protocol.domains import DomainList, DomainPublic, KnowledgeStats, Optim
 from app.protocol.errors import APIError
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/domains", tags=["domains"])
+router = APIRouter(route_class=CleanJSONRoute, prefix="/domains", tags=["domains"])
 _running: set[asyncio.Task] = set()  # keep optimization tasks referenced until they finish
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import StateDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=CleanJSONRoute, tags=["health"])
 
 
 @router.get("/health")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import JobsDep
 from app.knowledge.ingestion import job_public
 from app.protocol.documents import JobPublic
 from app.protocol.errors import APIError
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(route_class=CleanJSONRoute, tags=["jobs"])
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import CatalogDep
 from app.protocol.openai import ModelCard, ModelList
 
-router = APIRouter(tags=["models"])
+router = APIRouter(route_class=CleanJSONRoute, tags=["models"])
 
 
 @router.get("/models", response_model=ModelList)

@@ -12,6 +12,7 @@ from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from app.api.cleanjson import loads
 from app.config import KnowledgeSettings
 from app.jobs import Job, JobManager
 from app.knowledge.base import KnowledgeBase
@@ -26,7 +27,7 @@ def _metadata(raw: str | None) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except json.JSONDecodeError as exc:
         raise APIError(
             400, f"'metadata' is not valid JSON: {exc.msg}", param="metadata", code="invalid_json"
@@ -56,7 +57,7 @@ async def read_sources(request: Request, settings: KnowledgeSettings) -> list[So
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json"):
         try:
-            payload = json.loads(await request.body())
+            payload = loads(await request.body())
         except json.JSONDecodeError as exc:
             raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from exc
         return _json_documents(payload)
@@ -72,7 +73,7 @@ async def read_sources(request: Request, settings: KnowledgeSettings) -> list[So
         raw_docs = form.get("documents")
         if isinstance(raw_docs, str):
             try:
-                sources += _json_documents(json.loads(raw_docs))
+                sources += _json_documents(loads(raw_docs))
             except json.JSONDecodeError as exc:
                 raise APIError(
                     400, "'documents' is not valid JSON.", param="documents", code="invalid_json"
