@@ -20,25 +20,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 
 
-def iter_files(paths: list[Path]) -> Iterator[Path]:
+def iter_files(paths: list[Path]) -> Iterator[tuple[Path, str]]:
+    """(file, name to send): files inside a folder keep their path below it, so that
+    ``2023/minutes.pdf`` and ``2024/minutes.pdf`` stay two documents."""
     for path in paths:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file() and not any(
-                    part.startswith(".") for part in child.relative_to(path).parts
-                ):
-                    yield child
+                rel = child.relative_to(path)
+                if child.is_file() and not any(part.startswith(".") for part in rel.parts):
+                    yield child, rel.as_posix()
         elif path.is_file():
-            yield path
+            yield path, path.name
         else:
             raise typer.BadParameter(f"{path} does not exist")
 
 
-def batches(files: list[Path], max_files: int, max_bytes: int) -> Iterator[list[Path]]:
-    batch: list[Path] = []
+def batches(
+    files: list[tuple[Path, str]], max_files: int, max_bytes: int
+) -> Iterator[list[tuple[Path, str]]]:
+    batch: list[tuple[Path, str]] = []
     size = 0
     for f in files:
-        n = f.stat().st_size
+        n = f[0].stat().st_size
         if batch and (len(batch) >= max_files or size + n > max_bytes):
             yield batch
             batch, size = [], 0
@@ -100,7 +103,7 @@ def ingest(
         submitted = 0
         for batch in batches(files, batch_files, 64 * 1024 * 1024):
             submitted += len(batch)
-            upload = [("files", (str(f.name), f.read_bytes())) for f in batch]
+            upload = [("files", (name, f.read_bytes())) for f, name in batch]
             data = {"metadata": metadata} if metadata else {}
             resp = client.post(
                 f"/v1/domains/{domain}/documents", files=upload, data=data, params={"wait": "false"}

@@ -79,11 +79,10 @@ def document_id(source: Source, sha256: str) -> str:
     if source.id:
         return source.id
     if source.filename:
+        # the file's path as sent (a folder upload keeps its sub-folders apart), minus traversal
         path = PurePosixPath(source.filename.replace("\\", "/"))
-        if source.parent_id:  # keep an attachment's path inside its archive, minus any traversal
-            inner = "/".join(p for p in path.parts if p not in ("", ".", "..", "/"))
-            return f"{source.parent_id}/{inner or 'attachment'}"
-        return path.name or source.filename
+        inner = "/".join(p for p in path.parts if p not in ("", ".", "..", "/")) or "file"
+        return f"{source.parent_id}/{inner}" if source.parent_id else inner
     return f"doc-{sha256[:16]}"
 
 

@@ -31,13 +31,15 @@ def test_ingest_folder_with_progress_then_search(server, tmp_path: Path) -> None
     )
     (folder / ".hidden").write_text("skip me")
     (folder / "junk.bin").write_bytes(bytes(range(256)) * 4)
+    (folder / "other").mkdir()
+    (folder / "other" / "brief.md").write_text("# Other brief\nA different brief with the same file name.")
     done = tailor("ingest", "cli-case", str(folder), "--url", server.url, "--batch-files", "2")
     assert done.returncode == 3, done.stderr  # one file failed, and the CLI says so
-    assert "2 created" in done.stderr and "junk.bin" in done.stderr and "unsupported" in done.stderr
+    assert "3 created" in done.stderr and "junk.bin" in done.stderr and "unsupported" in done.stderr
     again = tailor("ingest", "cli-case", str(folder / "brief.md"), "--url", server.url)
     assert again.returncode == 0 and "1 unchanged" in again.stderr
     found = tailor("search", "cli-case", "expert witness cost", "--url", server.url, "--top-k", "1")
-    assert found.returncode == 0 and "ledger.xlsx" in found.stdout and "sheet Costs" in found.stdout
+    assert found.returncode == 0 and "sub/ledger.xlsx" in found.stdout and "sheet Costs" in found.stdout
     missing = tailor("search", "no-such-domain", "x", "--url", server.url)
     assert missing.returncode == 1 and "404" in missing.stderr
 

@@ -186,10 +186,20 @@ def test_metrics_count_requests_and_tokens(http: httpx.Client, model_name: str) 
 def test_lone_surrogates_are_replaced_not_fatal(http: httpx.Client, model_name: str) -> None:
     """``"\\ud800"`` is valid JSON but no tokenizer takes it: every route gets a clean string."""
     raw = b'{"model": "%s", "messages": [{"role": "user", "content": "hi \\ud800 there"}], "max_tokens": 2}'
-    resp = http.post("/v1/chat/completions", content=raw % model_name.encode(), headers={"content-type": "application/json"})
+    resp = http.post(
+        "/v1/chat/completions",
+        content=raw % model_name.encode(),
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 200, resp.text
     docs = b'{"documents": [{"id": "s\\udc00", "text": "broken \\ud800 surrogate text"}]}'
-    resp = http.post("/v1/domains/surrogates/documents", content=docs, headers={"content-type": "application/json"})
+    resp = http.post(
+        "/v1/domains/surrogates/documents", content=docs, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 201 and resp.json()["results"][0]["id"] == "s\ufffd"
-    search = http.post("/v1/domains/surrogates/search", content=b'{"query": "broken \\ud800"}', headers={"content-type": "application/json"})
+    search = http.post(
+        "/v1/domains/surrogates/search",
+        content=b'{"query": "broken \\ud800"}',
+        headers={"content-type": "application/json"},
+    )
     assert search.status_code == 200 and "\ufffd" in search.json()["data"][0]["text"]
