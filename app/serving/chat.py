@@ -36,7 +36,7 @@ from app.serving.rag import passages, sources
 from app.serving.sse import event
 from indexers.store import SearchHit
 from prompts import render_chat
-from prompts.assemble import ContextOverflow, PromptParts, assemble_chat
+from prompts.assemble import Assembled, ContextOverflow, PromptParts, assemble_chat
 
 _ROLE_MAP = {"developer": "system"}
 
@@ -94,6 +94,17 @@ def budget_error(exc: ContextOverflow, param: str) -> APIError:
     )
 
 
+def context_report(assembled: Assembled, window: int, reserve: int) -> ContextReport:
+    return ContextReport(
+        window=window,
+        prompt_tokens=len(assembled.prompt.token_ids),
+        reserved_tokens=reserve,
+        passages_used=assembled.passages_used,
+        passages_dropped=assembled.passages_dropped,
+        history_turns_dropped=assembled.turns_dropped,
+    )
+
+
 def prepare_chat(
     req: ChatCompletionRequest,
     target: Target,
@@ -126,14 +137,7 @@ def prepare_chat(
             raise budget_error(exc, "messages") from exc
         rendered = assembled.prompt
         used = hits[: assembled.passages_used]
-        report = ContextReport(
-            window=window,
-            prompt_tokens=len(rendered.token_ids),
-            reserved_tokens=reserve,
-            passages_used=assembled.passages_used,
-            passages_dropped=assembled.passages_dropped,
-            history_turns_dropped=assembled.turns_dropped,
-        )
+        report = context_report(assembled, window, reserve)
     else:
         rendered = render_chat(engine.tokenizer, messages)
     check_prompt_fits(len(rendered.token_ids), window, "messages")

@@ -19,7 +19,7 @@ from app.protocol.openai import (
     Usage,
     new_id,
 )
-from app.serving.chat import budget_error, reserve_for
+from app.serving.chat import budget_error, context_report, reserve_for
 from app.serving.generation import (
     check_prompt_fits,
     collect,
@@ -117,14 +117,7 @@ def prepare_completion(
         ids, texts = [assembled.prompt.token_ids], [question]
         rendered_texts = [assembled.prompt.text]
         used = hits[: assembled.passages_used]
-        report = ContextReport(
-            window=window,
-            prompt_tokens=len(assembled.prompt.token_ids),
-            reserved_tokens=reserve,
-            passages_used=assembled.passages_used,
-            passages_dropped=assembled.passages_dropped,
-            history_turns_dropped=0,
-        )
+        report = context_report(assembled, window, reserve)
     else:
         ids, texts = _tokenize_prompts(req, engine.tokenizer)
         rendered_texts = texts
