@@ -19,6 +19,7 @@ from indexers.loaders.image import load_image
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
 EML = "message/rfc822"
 ZIP = "application/zip"
 
@@ -35,6 +36,7 @@ _BY_EXTENSION = {
     ".docx": DOCX,
     ".xlsx": XLSX,
     ".xlsm": XLSX,
+    ".pptx": PPTX,
     ".csv": "text/csv",
     ".tsv": "text/tab-separated-values",
     ".eml": EML,
@@ -70,6 +72,7 @@ _LOADERS: dict[str, Callable[[bytes, str], LoadedDocument]] = {
     PDF: pdf.load_pdf,
     DOCX: office.load_docx,
     XLSX: office.load_xlsx,
+    PPTX: office.load_pptx,
     "text/csv": records.load_csv,
     "text/tab-separated-values": records.load_csv,
     EML: email.load_eml,
@@ -98,6 +101,10 @@ def detect_content_type(data: bytes, filename: str, declared: str | None = None)
             return DOCX
         if "xl/workbook.xml" in names:
             return XLSX
+        if "ppt/presentation.xml" in names:
+            return PPTX
+        if "[Content_Types].xml" in names or "mimetype" in names:
+            return None  # another Office/OpenDocument format: refused, not unpacked as an archive
         return ZIP
     if ext in _BY_EXTENSION:
         return _BY_EXTENSION[ext]

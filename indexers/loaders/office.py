@@ -113,3 +113,32 @@ def load_xlsx(data: bytes, filename: str) -> LoadedDocument:
     finally:
         book.close()
     return doc
+
+
+def load_pptx(data: bytes, filename: str) -> LoadedDocument:
+    """Slides in order, each a section located by its number (``page``), text from its shapes."""
+    import re
+    import zipfile
+    from xml.etree import ElementTree
+
+    archive = zipfile.ZipFile(BytesIO(data))
+    slides = sorted(
+        (n for n in archive.namelist() if re.fullmatch(r"ppt/slides/slide\d+\.xml", n)),
+        key=lambda n: int(re.search(r"(\d+)", n.rsplit("/", 1)[1]).group(1)),
+    )
+    ns = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
+    doc = LoadedDocument(
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation", page_count=len(slides)
+    )
+    for number, name in enumerate(slides, start=1):
+        root = ElementTree.fromstring(archive.read(name))
+        paragraphs = []
+        for para in root.iter(f"{ns}p"):
+            text = "".join(t.text or "" for t in para.iter(f"{ns}t")).strip()
+            if text:
+                paragraphs.append(text)
+        if paragraphs:
+            doc.title = doc.title or paragraphs[0]
+            units = [(p, Location(page=number)) for p in paragraphs]
+            doc.sections.append(Section("\n".join(paragraphs), Location(page=number), units))
+    return doc

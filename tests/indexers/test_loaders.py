@@ -114,6 +114,46 @@ def test_json_and_jsonl_records() -> None:
     assert len(doc.sections[0].units) == 2 and "line 3" in doc.warnings[0]
 
 
+def test_pptx_slides_become_pages() -> None:
+    import io
+    import zipfile
+
+    def slide(*texts: str) -> str:
+        runs = "".join(f"<a:p><a:r><a:t>{t}</a:t></a:r></a:p>" for t in texts)
+        return (
+            '<p:sld xmlns:p="http://schemas.openxmlformats.org/presentationml/2006/main" '
+            'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main"><p:cSld><p:spTree>'
+            f"<p:sp><p:txBody>{runs}</p:txBody></p:sp></p:spTree></p:cSld></p:sld>"
+        )
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("ppt/presentation.xml", "<p:presentation/>")
+        z.writestr("ppt/slides/slide2.xml", slide("Budget", "Costs rose 4%"))
+        z.writestr("ppt/slides/slide10.xml", slide("Next steps"))
+        z.writestr("ppt/slides/slide1.xml", slide("Quarterly review"))
+    doc = load(buf.getvalue(), "deck.pptx")
+    assert doc.title == "Quarterly review" and doc.page_count == 3
+    assert [(s.location.page, s.text) for s in doc.sections] == [
+        (1, "Quarterly review"),
+        (2, "Budget\nCosts rose 4%"),
+        (3, "Next steps"),
+    ]
+
+
+def test_other_office_formats_are_refused_not_unpacked() -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        z.writestr("content.xml", "<office:document-content/>")
+    with pytest.raises(LoaderError, match="unsupported"):
+        load(buf.getvalue(), "letter.odt")
+
+
 def test_zip_members_become_attachments() -> None:
     import io
     import zipfile
