@@ -91,6 +91,8 @@ def detect_content_type(data: bytes, filename: str, declared: str | None = None)
             return ctype
     if head.startswith(b"RIFF") and data[8:12] == b"WEBP":
         return "image/webp"
+    if head.startswith((b"{\\rtf", b"\xd0\xcf\x11\xe0")):  # RTF, legacy Office (OLE2): not read
+        return None
     ext = PurePath(filename).suffix.lower()
     if head.startswith(b"PK\x03\x04"):
         try:

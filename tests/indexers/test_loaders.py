@@ -178,6 +178,8 @@ def test_zip_members_become_attachments() -> None:
         (bytes(range(256)) * 4, "blob.bin", "unsupported"),
         (b"\x89PNG\r\n\x1a\nnot really", "x.png", "image"),
         (b"{not json", "bad.json", "invalid JSON"),
+        (b"{\\rtf1\\ansi Hello}", "memo.rtf", "unsupported"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500), "old.doc", "unsupported"),
     ],
 )
 def test_bad_files_raise_clear_errors(data: bytes, name: str, message: str) -> None:
