@@ -37,6 +37,7 @@ def _attach_engine(state: AppState, engine: Engine) -> None:
         base_root=engine.model,
         context_window=engine.max_model_len,
         domains=state.domains.names if state.domains else list,
+        has_domain=state.domains.exists if state.domains else (lambda name: False),
     )
     state.engine = engine
     state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)

@@ -16,6 +16,9 @@ class DomainRegistry:
     def names(self) -> list[str]:
         return sorted(set(self.profiles.names()) | set(self.knowledge.domains()))
 
+    def exists(self, name: str) -> bool:
+        return self.profiles.get(name) is not None or self.knowledge.has(name)
+
     def get(self, name: str) -> DomainProfile | None:
         profile = self.profiles.get(name)
         if profile is None and self.knowledge.has(name):
