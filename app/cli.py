@@ -54,11 +54,16 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address (TAILOR_HOST)."),
     port: int | None = typer.Option(None, help="Port (TAILOR_PORT)."),
 ) -> None:
-    """Start the HTTP server on the configured backbone."""
+    """Start the HTTP server on the configured backbone.
+
+    Exits 1 with a one-line reason when the backbone cannot be served (bad model path, too
+    little memory, invalid settings, or transient failures past TAILOR_ENGINE__START_ATTEMPTS),
+    so process managers see the failure instead of a server that answers 503 forever.
+    """
     import uvicorn
 
     from app.main import create_app
-    from app.models.prepare import ModelPrepareError, prepare_backbone
+    from app.models.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
 
     settings = _settings(host=host, port=port)
     _logging(settings.log_level)
@@ -66,19 +71,35 @@ def serve(
     if problem:
         typer.secho(problem, fg="red", err=True)
         raise typer.Exit(2)
-    if not settings.model:
-        try:
+    try:
+        if not settings.model:
             prepare_backbone(settings.data_dir)
-        except ModelPrepareError as exc:
-            typer.secho(str(exc), fg="red", err=True)
-            raise typer.Exit(1) from exc
-    uvicorn.run(
-        create_app(settings),
+        resolve_backbone(settings.model, settings.data_dir)
+    except ModelPrepareError as exc:
+        typer.secho(f"tailor: cannot start: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+    fatal: list[str] = []
+
+    def stop(reason: str) -> None:
+        fatal.append(reason)
+        server.should_exit = True
+
+    config = uvicorn.Config(
+        create_app(settings, on_fatal=stop),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if fatal:
+        typer.secho(f"tailor: cannot start: {fatal[0]}", fg="red", err=True)
+        raise typer.Exit(1)
+    if not server.started:
+        typer.secho("tailor: the server did not start (see the log above)", fg="red", err=True)
+        raise typer.Exit(3)
 
 
 def _server_url(url: str | None) -> str:

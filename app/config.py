@@ -62,6 +62,24 @@ class EngineSettings(BaseModel):
         "such as '0-3'.",
     )
     seed: int = Field(0, description="Engine seed for reproducible sampling.")
+    start_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Tries to start the engine before `tailor serve` gives up and exits non-zero. "
+        "Only failures that can be transient are retried; a bad model path, too little memory or "
+        "an invalid setting stops at once.",
+    )
+    retry_backoff_s: float = Field(
+        2.0, gt=0, le=600, description="Wait before the first retry of a failed engine start; doubles."
+    )
+    retry_backoff_max_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest wait between retries; restarts after a crash of a serving engine "
+        "retry forever at this pace.",
+    )
     rope_scaling: RopeScalingSettings = Field(
         default_factory=RopeScalingSettings,
         description="Long-context RoPE scaling (placeholder until the long-context release).",

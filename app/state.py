@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from app.config import Settings
 from app.domains.registry import DomainRegistry
@@ -11,6 +12,8 @@ from app.jobs import JobManager
 from app.knowledge.base import KnowledgeBase
 from app.serving.metrics import Metrics
 from app.serving.models import ModelCatalog
+
+EngineStatus = Literal["starting", "ready", "restarting", "failed", "stopped"]
 
 
 @dataclass
@@ -22,11 +25,23 @@ class AppState:
     knowledge: KnowledgeBase | None = None
     jobs: JobManager | None = None
     domains: DomainRegistry | None = None
-    #: Why the engine is not serving (starting, or the start-up error), for /health.
-    engine_status: str = "starting"
+    #: What the engine is doing while it is not serving (set by the start-up task and supervisor).
+    engine_status: EngineStatus = "starting"
+    #: Why it is not serving: the last start-up failure, in one line.
+    engine_reason: str | None = None
 
-    def status(self) -> str:
-        """'ready', or why the engine is not serving (starting, restarting, failed: ...)."""
+    def status(self) -> EngineStatus:
+        """'ready', or 'starting' / 'restarting' / 'failed' / 'stopped' (see ``engine_reason``)."""
         if self.engine is not None:
-            return "ready" if self.engine.ready else "unavailable: the engine stopped responding"
+            return "ready" if self.engine.ready else "failed"
         return self.engine_status
+
+    def reason(self) -> str | None:
+        if self.engine is not None and not self.engine.ready:
+            return "the engine stopped responding"
+        return None if self.status() == "ready" else self.engine_reason
+
+    def describe(self) -> str:
+        """One phrase for error messages: 'starting', 'failed: <reason>', ..."""
+        reason = self.reason()
+        return f"{self.status()}: {reason}" if reason else self.status()

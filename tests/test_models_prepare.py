@@ -5,14 +5,38 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from app.models.prepare import embedder_dir, is_prepared, prepare_backbone, resolve_backbone
+import pytest
+
+from app.models.prepare import (
+    ModelPrepareError,
+    embedder_dir,
+    is_prepared,
+    prepare_backbone,
+    resolve_backbone,
+)
 
 
 def test_prepare_is_idempotent(model_path: str) -> None:
     prepared = prepare_backbone(Path(model_path).parent.parent)
     assert not prepared.created and str(prepared.path) == model_path
     assert resolve_backbone("", Path(model_path).parent.parent) == model_path
-    assert resolve_backbone("/some/dir", Path("/nowhere")) == "/some/dir"
+    assert resolve_backbone(model_path, Path("/nowhere")) == model_path
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("/no/such/checkpoint", "does not exist"),
+        ("./relative/missing", "does not exist"),
+        ("some-org/not-in-cache-model", "local Hugging Face cache"),
+        ("{tmp}", "without config.json"),
+        ("{tmp}/file.bin", "is a file"),
+    ],
+)
+def test_configured_model_is_checked_before_loading(tmp_path: Path, model: str, message: str) -> None:
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with pytest.raises(ModelPrepareError, match=message):
+        resolve_backbone(model.format(tmp=tmp_path), tmp_path)
 
 
 def test_incomplete_checkpoint_is_not_trusted(model_path: str, tmp_path: Path) -> None:

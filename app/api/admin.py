@@ -20,6 +20,7 @@ async def effective_config(state: StateDep) -> dict[str, Any]:
     engine = state.engine
     data["engine_state"] = {
         "status": state.status(),
+        "reason": state.reason(),
         "model": engine.model if engine else None,
         "max_model_len": engine.max_model_len if engine else None,
         "running_requests": engine.stats().running_requests if engine else 0,

@@ -39,7 +39,7 @@ def get_engine(state: StateDep) -> Engine:
     engine = state.engine
     if engine is None or not engine.ready:
         raise APIError(
-            503, f"The model is not ready ({state.status()}). Retry shortly.", code="engine_unavailable"
+            503, f"The model is not ready ({state.describe()}). Retry shortly.", code="engine_unavailable"
         )
     return engine
 

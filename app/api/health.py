@@ -13,11 +13,11 @@ router = APIRouter(route_class=CleanJSONRoute, tags=["health"])
 
 @router.get("/health")
 async def health(state: StateDep) -> JSONResponse:
-    """200 once the engine serves; 503 while it starts or after it failed."""
-    engine = state.engine
-    if engine is not None and engine.ready:
-        return JSONResponse({"status": "ok", "model": state.catalog.base_name if state.catalog else None})
-    return JSONResponse({"status": state.status()}, status_code=503)
+    """200 ``ready`` once the engine serves; 503 ``starting``, ``restarting`` or ``failed`` with a reason."""
+    status = state.status()
+    if status == "ready":
+        return JSONResponse({"status": status, "model": state.catalog.base_name if state.catalog else None})
+    return JSONResponse({"status": status, "reason": state.reason()}, status_code=503)
 
 
 @router.get("/metrics")

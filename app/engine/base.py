@@ -29,6 +29,20 @@ class EngineOverloaded(EngineError):
     """The engine's queue is full (maps to HTTP 429)."""
 
 
+class EngineStartError(EngineError):
+    """The engine could not start.
+
+    ``permanent`` says retrying cannot help (bad model path, out of memory, invalid settings): the
+    service then stops with this one-line reason instead of serving 503s forever. Anything else
+    (a crashed core, a failed import) is retried with backoff.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """Per-request sampling, already validated by the protocol layer."""

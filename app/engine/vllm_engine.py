@@ -24,6 +24,8 @@ from app.engine.base import (
     OutputDelta,
     SamplingOptions,
 )
+from app.engine.failures import start_failure
+from app.loading import loading
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +92,29 @@ class VLLMEngine(Engine):
         return AsyncEngineArgs(**kwargs)
 
     async def start(self) -> None:
-        on_gpu = _on_gpu()
-        _apply_environment(self.settings, on_gpu)
+        """Load the model off the event loop (so /health answers meanwhile), under the load lock.
+
+        Failures leave as ``EngineStartError`` saying whether another try can help.
+        """
+        try:
+            await asyncio.to_thread(loading, self._load)
+        except Exception as exc:
+            raise start_failure(exc) from exc
+        log.info("engine ready: %s, window %d tokens", self.model, self.max_model_len)
+
+    def _load(self) -> None:
         from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        on_gpu = _on_gpu()
+        _apply_environment(self.settings, on_gpu)
         args = self._engine_args(on_gpu)
-        # Construction blocks for the whole model load; run it off the event loop so the HTTP
-        # server answers /health (503) meanwhile. AsyncLLM starts its output tasks lazily.
-        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
-        self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.model)
-        self.max_model_len = int(self._llm.model_config.max_model_len)
-        log.info("engine ready: %s, %s, window %d tokens", self.model, args.dtype, self.max_model_len)
+        tokenizer = AutoTokenizer.from_pretrained(self.model)
+        # AsyncLLM starts its output tasks lazily, on the loop of the first request.
+        llm = AsyncLLM.from_engine_args(args)
+        self._tokenizer = tokenizer
+        self.max_model_len = int(llm.model_config.max_model_len)
+        self._llm = llm
 
     async def stop(self) -> None:
         llm, self._llm = self._llm, None

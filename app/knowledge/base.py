@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.config import KnowledgeSettings
+from app.loading import loading
 from indexers.chunking import Chunker
 from indexers.embedding import Embedder, SentenceTransformerEmbedder
 from indexers.ingest import Ingestor, IngestResult, Progress, Source
@@ -55,7 +56,8 @@ class KnowledgeBase:
         with self._lock:
             if self._embedder is None:
                 device = self.settings.embed_device or None
-                self._embedder = SentenceTransformerEmbedder(self.embedder_path, device=device)
+                # under the shared load lock: never beside another model load (see app.loading)
+                self._embedder = loading(SentenceTransformerEmbedder, self.embedder_path, device=device)
             return self._embedder
 
     def _collection_settings(self) -> CollectionSettings:

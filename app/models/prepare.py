@@ -153,8 +153,13 @@ def embedder_dir() -> Path:
 
 
 def resolve_backbone(model: str, data_dir: Path) -> str:
-    """Map the ``model`` setting to what the engine loads: empty means the prepared default."""
+    """Map the ``model`` setting to what the engine loads: empty means the prepared default.
+
+    A configured model is checked here, in a fraction of a second, so a wrong path stops the
+    service with a clear reason instead of failing deep inside the engine a minute later.
+    """
     if model:
+        check_model_source(model)
         return model
     target = backbone_dir(data_dir)
     if not is_prepared(target):
@@ -162,6 +167,32 @@ def resolve_backbone(model: str, data_dir: Path) -> str:
             f"the default backbone is not prepared under {target}; run `tailor models prepare`"
         )
     return str(target)
+
+
+def check_model_source(model: str) -> None:
+    """A model is a local checkpoint folder, or a hub id already in the local cache.
+
+    The hub is never contacted while ``HF_HUB_OFFLINE`` is set (the service sets it), so an id
+    missing from the cache could never load; say so now.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelPrepareError(f"model {model!r} is a folder without config.json (not a checkpoint)")
+        return
+    if path.exists():
+        raise ModelPrepareError(f"model {model!r} is a file; give the checkpoint folder")
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        raise ModelPrepareError(f"model {model!r} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE", "1").lower() in ("0", "false", "no", ""):
+        return  # the operator allowed downloads
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        raise ModelPrepareError(
+            f"model {model!r} is neither a local folder nor in the local Hugging Face cache "
+            "(the hub is not contacted: HF_HUB_OFFLINE=1)"
+        )
 
 
 def resolve_embedder(embedder: str) -> str:
