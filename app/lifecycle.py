@@ -96,7 +96,7 @@ class EngineSupervisor:
 
     async def run(self) -> None:
         s = self.state.settings.engine
-        attempts, backoff, served = 0, s.retry_backoff_s, False
+        attempts, backoff, served, context = 0, s.retry_backoff_s, False, ""
         while True:
             try:
                 engine = await self._try_start()
@@ -109,7 +109,7 @@ class EngineSupervisor:
                     return
                 self.state.engine_status = "restarting" if served else "starting"
                 self.state.engine_reason = (
-                    f"attempt {attempts} failed: {failure.reason}; retrying in {backoff:g} s"
+                    f"{context}attempt {attempts} failed: {failure.reason}; retrying in {backoff:g} s"
                 )
                 log.warning("engine start failed (%s); retrying in %g s", failure.reason, backoff)
                 await asyncio.sleep(backoff)
@@ -123,7 +123,8 @@ class EngineSupervisor:
             self.state.engine, self.engine = None, None
             self.restarts += 1
             self.state.engine_status = "restarting"
-            self.state.engine_reason = f"the engine stopped unexpectedly (restart {self.restarts})"
+            context = f"the engine stopped unexpectedly (restart {self.restarts}); "
+            self.state.engine_reason = context.removesuffix("; ")
             log.error("the engine stopped unexpectedly; restarting it (restart %d)", self.restarts)
             with contextlib.suppress(Exception):
                 await engine.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 
 import httpx
@@ -301,3 +302,30 @@ def test_optimize_validation(http: httpx.Client) -> None:
         ).status_code
         == 422
     )
+
+
+def test_unreadable_profile_files_are_set_aside_not_fatal(
+    make_server, base_settings: Settings, tmp_path
+) -> None:
+    from app.domains.profile import DomainProfileIn
+    from app.domains.store import ProfileStore
+
+    root = tmp_path / "data" / "domains"
+    edited = (
+        ProfileStore(root, seeds=None).put("good", DomainProfileIn(template="Q: {question}"))[0].model_dump()
+    )
+    (root / "garbled.json").write_bytes(b'{"name": "garbled", "templ\x00')
+    (root / "edited.json").write_text(json.dumps({**edited, "name": "edited", "temperature_typo": 3}))
+    server = make_server(base_settings.model_copy(update={"data_dir": tmp_path / "data"}))
+    listed = httpx.get(f"{server.url}/v1/domains").json()
+    names = {d["name"] for d in listed["data"]}
+    assert "good" in names and not {"garbled", "edited"} & names
+    assert len(listed["warnings"]) == 2
+    assert any("garbled.json" in w for w in listed["warnings"])
+    assert any("edited.json" in w and "temperature_typo" in w for w in listed["warnings"])
+    aside = sorted(p.name.split(".json")[0] for p in (root / "set-aside").iterdir())
+    assert aside == ["edited", "garbled"] and not (root / "garbled.json").exists()
+    resp = httpx.put(f"{server.url}/v1/domains/garbled", json={"template": "{question}"})
+    assert resp.status_code == 201
+    warnings = httpx.get(f"{server.url}/v1/domains").json()["warnings"]
+    assert len(warnings) == 1 and "edited.json" in warnings[0]

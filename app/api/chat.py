@@ -36,5 +36,5 @@ async def create_chat_completion(
     hits = await retrieve(knowledge, profile, body.retrieval, last_user_text(body)) if profile else None
     prep = prepare_chat(body, target, engine, settings, profile, hits)
     if body.stream:
-        return sse_response(chat_stream(prep, engine, metrics, body.include_usage))
+        return await sse_response(request, chat_stream(prep, engine, metrics, body.include_usage))
     return await run_until_disconnect(request, chat_completion(prep, engine, metrics))

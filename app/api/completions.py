@@ -36,5 +36,5 @@ async def create_completion(
     hits = await retrieve(knowledge, profile, body.retrieval, domain_prompt_text(body)) if profile else None
     prep = prepare_completion(body, target, engine, settings, profile, hits)
     if body.stream:
-        return sse_response(completion_stream(prep, engine, metrics, body.include_usage))
+        return await sse_response(request, completion_stream(prep, engine, metrics, body.include_usage))
     return await run_until_disconnect(request, completion(prep, engine, metrics))

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, JobsDep, KnowledgeDep, SettingsDep
-from app.knowledge.base import UnknownDomain, check_domain_name
+from app.knowledge.base import KnowledgeBase, UnknownDomain, check_domain_name
 from app.knowledge.ingestion import job_public, read_sources, start_ingest
 from app.protocol.documents import (
     DocumentList,
@@ -22,6 +22,7 @@ from app.protocol.documents import (
     SearchResponse,
 )
 from app.protocol.errors import APIError
+from indexers.store import Collection
 from indexers.store.sqlite_store import FilterError
 
 router = APIRouter(route_class=CleanJSONRoute, prefix="/domains/{domain}", tags=["documents"])
@@ -34,9 +35,10 @@ def _domain(domain: str) -> str:
         raise APIError(400, str(exc), param="domain", code="invalid_domain") from exc
 
 
-def _collection(kb, domain: str):
+async def _collection(kb: KnowledgeBase, domain: str) -> Collection:
+    """Open the domain's collection off the event loop (opening reconciles SQLite and FAISS)."""
     try:
-        return kb.collection(_domain(domain))
+        return await asyncio.to_thread(kb.collection, _domain(domain))
     except UnknownDomain as exc:
         raise APIError(
             404, f"The domain '{domain}' has no documents.", param="domain", code="domain_not_found"
@@ -65,18 +67,19 @@ async def ingest_documents(
     small = (
         len(sources) <= settings.knowledge.sync_max_documents and size <= settings.knowledge.sync_max_bytes
     )
-    job, future = start_ingest(kb, jobs, domain, sources)
+    job, future = await start_ingest(kb, jobs, domain, sources)
     if not (wait if wait is not None else small):
         return JSONResponse(
             job_public(job).model_dump(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
         )
     await asyncio.shield(future)
-    done = jobs.get(job.id)
+    done = await asyncio.to_thread(jobs.get, job.id)
     public = job_public(done)
     if done.status != "succeeded":
         raise APIError(500, f"Ingestion failed: {done.error}", code="ingest_failed")
-    store = kb.collection(domain).store
-    records = [store.get(r.id) for r in public.results if r.status in ("created", "updated")]
+    store = (await _collection(kb, domain)).store
+    wanted = [r.id for r in public.results if r.status in ("created", "updated")]
+    records = await asyncio.to_thread(lambda: [store.get(i) for i in wanted])
     return IngestResponse(
         job_id=job.id,
         domain=domain,
@@ -93,9 +96,8 @@ async def list_documents(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DocumentList:
-    store = _collection(kb, domain).store
-    docs = await asyncio.to_thread(store.list, offset, limit)
-    total, _ = store.count()
+    store = (await _collection(kb, domain)).store
+    docs, (total, _) = await asyncio.to_thread(lambda: (store.list(offset, limit), store.count()))
     return DocumentList(
         data=[DocumentPublic(**vars(d)) for d in docs], total=total, offset=offset, limit=limit
     )
@@ -103,7 +105,8 @@ async def list_documents(
 
 @router.get("/documents/{document_id:path}", response_model=DocumentPublic)
 async def get_document(domain: str, document_id: str, kb: KnowledgeDep) -> DocumentPublic:
-    record = _collection(kb, domain).store.get(document_id)
+    store = (await _collection(kb, domain)).store
+    record = await asyncio.to_thread(store.get, document_id)
     if record is None:
         raise APIError(
             404, f"No document '{document_id}' in '{domain}'.", param="document_id", code="document_not_found"
@@ -113,7 +116,7 @@ async def get_document(domain: str, document_id: str, kb: KnowledgeDep) -> Docum
 
 @router.delete("/documents/{document_id:path}", dependencies=[AdminDep])
 async def delete_document(domain: str, document_id: str, kb: KnowledgeDep) -> dict:
-    _collection(kb, domain)
+    await _collection(kb, domain)
     deleted = await kb.in_writer(kb.delete_blocking, domain, document_id)
     if not deleted:
         raise APIError(
@@ -124,7 +127,7 @@ async def delete_document(domain: str, document_id: str, kb: KnowledgeDep) -> di
 
 @router.post("/search", response_model=SearchResponse)
 async def search(domain: str, body: SearchRequest, kb: KnowledgeDep) -> SearchResponse:
-    _collection(kb, domain)
+    await _collection(kb, domain)
     try:
         hits = await kb.search(
             domain, body.query, top_k=body.top_k, mode=body.mode, flt=body.filter, min_score=body.min_score

@@ -46,7 +46,13 @@ def _public(domains: DomainRegistry, name: str) -> DomainPublic:
 
 @router.get("", response_model=DomainList)
 async def list_domains(domains: DomainsDep) -> DomainList:
-    return DomainList(data=[await asyncio.to_thread(_public, domains, n) for n in domains.names()])
+    def build() -> DomainList:
+        return DomainList(
+            data=[_public(domains, n) for n in domains.names()],
+            warnings=list(domains.profiles.warnings.values()),
+        )
+
+    return await asyncio.to_thread(build)
 
 
 @router.get("/{name}", response_model=DomainPublic)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 
 from app.api.cleanjson import CleanJSONRoute
@@ -15,7 +17,7 @@ router = APIRouter(route_class=CleanJSONRoute, tags=["jobs"])
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
 async def get_job(job_id: str, jobs: JobsDep) -> JobPublic:
-    job = jobs.get(job_id)
+    job = await asyncio.to_thread(jobs.get, job_id)
     if job is None:
         raise APIError(404, f"No job '{job_id}'.", param="job_id", code="job_not_found")
     return job_public(job)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -15,16 +15,36 @@ from app.serving.sse import with_error_event
 T = TypeVar("T")
 
 
-def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+async def sse_response(request: Request, events: AsyncIterator[str]) -> StreamingResponse:
+    """Stream ``events`` as SSE once the first one exists.
+
+    Waiting for the first event means an error before any output (engine unavailable,
+    overloaded, a rejected request) answers with its own status code and an OpenAI error body;
+    only errors after output has started become an error event followed by ``[DONE]``.
+    """
+    try:
+        first: str | None = await run_until_disconnect(request, anext(events))
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await events.aclose()
+        raise
+
+    async def replay() -> AsyncIterator[str]:
+        if first is not None:
+            yield first
+        async for chunk in events:
+            yield chunk
+
     # Starlette cancels the generator when the client disconnects, which aborts the engine work.
     return StreamingResponse(
-        with_error_event(events),
+        with_error_event(replay()),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def run_until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
+async def run_until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work`` but cancel it (freeing the engine) if the client goes away first."""
     task = asyncio.ensure_future(work)
 

@@ -2,10 +2,16 @@
 
 Example profiles shipped in ``prompts/profiles/`` are installed on first start; one an admin
 deletes is remembered in ``.seeded`` and not installed again.
+
+A profile file that cannot be read (corrupt, or hand-edited into something invalid) must not
+keep the service from starting: it is moved to ``<root>/set-aside/`` with a timestamp, logged,
+and reported in ``warnings`` (listed by ``GET /v1/domains``) until an admin puts a new profile.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,6 +20,7 @@ import prompts
 from app.domains.profile import DomainProfile, DomainProfileIn
 from indexers.durable import write_text_durably
 
+log = logging.getLogger(__name__)
 SEEDS = Path(prompts.__file__).resolve().parent / "profiles"
 
 
@@ -23,11 +30,29 @@ class ProfileStore:
         root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._profiles: dict[str, DomainProfile] = {}
+        #: Profiles that could not be loaded and were set aside: name -> what happened.
+        self.warnings: dict[str, str] = {}
         for path in sorted(root.glob("*.json")):
-            profile = DomainProfile.model_validate_json(path.read_text(encoding="utf-8"))
+            try:
+                profile = DomainProfile.model_validate_json(path.read_text(encoding="utf-8"))
+                if profile.name != path.stem:
+                    raise ValueError(f"it names the domain {profile.name!r}")
+            except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                self._set_aside(path, exc)
+                continue
             self._profiles[profile.name] = profile
         if seeds is not None:
             self._seed(seeds)
+
+    def _set_aside(self, path: Path, exc: Exception) -> None:
+        aside = self.root / "set-aside"
+        aside.mkdir(exist_ok=True)
+        target = aside / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(path, target)
+        first = " ".join(str(exc).split())[:300]
+        message = f"profile file {path.name} could not be loaded ({first}); moved to {target}"
+        log.warning("%s", message)
+        self.warnings[path.stem] = message
 
     def _seed(self, seeds: Path) -> None:
         marker = self.root / ".seeded"
@@ -62,6 +87,7 @@ class ProfileStore:
             )
             write_text_durably(self.root / f"{name}.json", profile.model_dump_json(indent=2))
             self._profiles[name] = profile
+            self.warnings.pop(name, None)
             return profile, old is None
 
     def delete(self, name: str) -> bool:

@@ -53,6 +53,9 @@ class JobManager:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        # progress writes come often and some from the event loop: WAL without an fsync per
+        # commit survives a crash of the service (not of the machine), which is what jobs need
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._live: dict[str, Job] = {}

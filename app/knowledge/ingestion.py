@@ -127,11 +127,13 @@ def job_public(job: Job) -> JobPublic:
     )
 
 
-def start_ingest(
+async def start_ingest(
     kb: KnowledgeBase, jobs: JobManager, domain: str, sources: list[Source]
 ) -> tuple[Job, asyncio.Future]:
     """Queue an ingestion job on the writer thread; the future resolves when it ends."""
-    job = jobs.create("ingest", domain, asdict(Progress(documents_total=len(sources))))
+    job = await asyncio.to_thread(
+        jobs.create, "ingest", domain, asdict(Progress(documents_total=len(sources)))
+    )
 
     def on_progress(p: Progress) -> None:
         jobs.update(job, progress=asdict(p))

@@ -23,6 +23,9 @@ class DomainPublic(DomainProfile):
 class DomainList(BaseModel):
     object: Literal["list"] = "list"
     data: list[DomainPublic]
+    warnings: list[str] = Field(
+        default_factory=list, description="Profile files that could not be loaded and were set aside."
+    )
 
 
 class OptimizeRequest(BaseModel):

@@ -1,0 +1,220 @@
+"""Start-up the way a user starts the server: ``tailor serve`` in a fresh process, cold imports.
+
+A warm in-process engine never sees start-up races, so these tests launch real server processes:
+several cold starts in a row (one beside CPU-bound processes) must each reach ``ready`` and
+answer; a crash (kill -9 of the whole process group) in the middle of an ingest leaves the job
+``interrupted`` and a store that re-submitting completes; a start that cannot succeed exits 1 with
+its reason.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _burn() -> None:
+    while True:
+        pass
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, model: str, log: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        full_env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TAILOR_MODEL": model,
+            "TAILOR_DATA_DIR": str(data_dir),
+            "TAILOR_PORT": str(self.port),
+            "TAILOR_ENGINE__MAX_MODEL_LEN": "2048",
+            "TAILOR_ENGINE__KV_CACHE_SPACE_GIB": "1",
+            **env,
+        }
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve"],
+                cwd=ROOT,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def wait_ready(self, timeout: float = 400) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                resp = httpx.get(f"{self.url}/health", timeout=5)
+                if resp.status_code == 200:
+                    assert resp.json()["status"] == "ready"
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"not ready in {timeout} s:\n{self.tail()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def crash(self) -> None:
+        """kill -9 the server and its engine processes at once, as a dying container would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def busy() -> Iterator[None]:
+    burners = [mp.get_context("fork").Process(target=_burn, daemon=True) for _ in range(2)]
+    for b in burners:
+        b.start()
+    yield
+    for b in burners:
+        b.kill()
+        b.join()
+
+
+def _ask(url: str) -> str:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    model = client.models.list().data[0].id
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12
+    )
+    return reply.choices[0].message.content or ""
+
+
+def _cold_start(tmp_path: Path, model_path: str, name: str) -> None:
+    server = ServerProcess(tmp_path / "data", model_path, tmp_path / f"{name}.log")
+    try:
+        server.wait_ready()
+        assert "Paris" in _ask(server.url)
+    finally:
+        code = server.stop()
+    assert code == 0, server.tail()
+    assert "ImportError" not in server.log.read_text(errors="replace")
+
+
+def test_cold_starts_reach_ready_every_time(tmp_path: Path, model_path: str) -> None:
+    for i in range(2):
+        _cold_start(tmp_path, model_path, f"quiet-{i}")
+
+
+def test_cold_start_beside_busy_processes(tmp_path: Path, model_path: str, busy: None) -> None:
+    _cold_start(tmp_path, model_path, "busy")
+
+
+def _documents(n: int) -> list[dict]:
+    words = "statute clause tenant landlord notice payment arrears court appeal filing".split()
+    return [
+        {
+            "id": f"memo-{i:04d}.txt",
+            "text": "\n\n".join(
+                f"Memo {i}, paragraph {p}: " + " ".join(words[(i + p + k) % len(words)] for k in range(120))
+                for p in range(4)
+            ),
+        }
+        for i in range(n)
+    ]
+
+
+def test_crash_during_ingest_leaves_job_interrupted_and_store_consistent(
+    tmp_path: Path, model_path: str
+) -> None:
+    docs = _documents(600)
+    first = ServerProcess(tmp_path / "data", model_path, tmp_path / "first.log")
+    try:
+        first.wait_ready()
+        resp = httpx.post(
+            f"{first.url}/v1/domains/crash/documents",
+            json={"documents": docs},
+            params={"wait": False},
+            timeout=120,
+        )
+        assert resp.status_code == 202, resp.text
+        job_id = resp.json()["id"]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            job = httpx.get(f"{first.url}/v1/jobs/{job_id}").json()
+            if job["progress"]["documents_done"] >= 50:
+                break
+            time.sleep(0.1)
+        assert job["status"] == "running" and job["progress"]["documents_done"] < len(docs), job
+    finally:
+        first.crash()
+
+    second = ServerProcess(tmp_path / "data", model_path, tmp_path / "second.log")
+    try:
+        second.wait_ready()
+        job = httpx.get(f"{second.url}/v1/jobs/{job_id}").json()
+        assert job["status"] == "interrupted" and "stopped" in job["error"]
+        listed = httpx.get(f"{second.url}/v1/domains/crash/documents", params={"limit": 500}).json()
+        kept = listed["total"]
+        assert 0 < kept < len(docs)
+        assert all(d["chunk_count"] > 0 for d in listed["data"])  # no half-written document
+        hit = httpx.post(f"{second.url}/v1/domains/crash/search", json={"query": "Memo 3 paragraph 1"}).json()
+        assert hit["data"], "the index answers after the crash"
+
+        resp = httpx.post(
+            f"{second.url}/v1/domains/crash/documents",
+            json={"documents": docs},
+            params={"wait": True},
+            timeout=600,
+        )
+        assert resp.status_code == 201, resp.text
+        statuses = [r["status"] for r in resp.json()["results"]]
+        assert statuses.count("unchanged") == kept and statuses.count("created") == len(docs) - kept
+        assert httpx.get(f"{second.url}/v1/domains/crash/documents").json()["total"] == len(docs)
+    finally:
+        assert second.stop() == 0, second.tail()
+
+
+def test_bad_model_path_exits_with_the_reason(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "/no/such/checkpoint", tmp_path / "bad.log")
+    assert server.proc.wait(60) == 1
+    assert "cannot start: model '/no/such/checkpoint' does not exist" in server.tail()
+
+
+def test_checkpoint_the_engine_cannot_load_exits_with_the_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-checkpoint"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    server = ServerProcess(tmp_path / "data", str(broken), tmp_path / "broken.log")
+    try:
+        assert server.proc.wait(180) == 1, server.tail()
+    finally:
+        server.stop()
+    log = server.tail()
+    assert "tailor: cannot start:" in log and "retrying" not in log
