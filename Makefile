@@ -44,7 +44,7 @@ run: models
 	$(BIN)/tailor serve
 
 test: models
-	$(BIN)/python -m pytest -q
+	TAILOR_TEST_OCR=$(OCR) $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check app indexers prompts soft_prompts tests bench

@@ -8,8 +8,8 @@ import pytest
 
 from indexers.documents import LoaderError
 from indexers.loaders import DOCX, EML, PDF, XLSX, detect_content_type, load
-from indexers.ocr import ocr_available
 from tests.indexers import files
+from tests.ocr import expect_ocr, require_ocr
 
 
 def test_plain_text_and_encoding() -> None:
@@ -45,10 +45,13 @@ def test_pdf_pages_and_missing_text_layer() -> None:
     assert detect_content_type(data, "scan.bin") == PDF
     doc = load(data, "agreement.pdf")
     assert doc.page_count == 3 and doc.title == "Service Agreement"
-    pages = {s.location.page for s in doc.sections}
-    assert {1, 3} <= pages
-    if not ocr_available():
-        assert any("needs OCR" in w and "2" in w for w in doc.warnings)
+    assert {s.location.page for s in doc.sections} == {1, 3}
+    if expect_ocr():  # page 2 is a drawing: OCR runs on it and finds no text
+        assert doc.extra_metadata["ocr_pages"] == [2]
+        assert doc.warnings == ["page 2: OCR found no text"]
+    else:
+        assert doc.extra_metadata["needs_ocr_pages"] == [2]
+        assert len(doc.warnings) == 1 and "needs OCR" in doc.warnings[0]
 
 
 def test_docx_headings_and_tables() -> None:
@@ -188,15 +191,15 @@ def test_bad_files_raise_clear_errors(data: bytes, name: str, message: str) -> N
     assert message.lower() in str(exc.value).lower()
 
 
-@pytest.mark.skipif(not ocr_available(), reason="Tesseract is not installed")
 def test_image_is_ocrd_when_tesseract_is_present() -> None:
+    require_ocr()
     doc = load(files.png_with_text(["MINUTES OF THE BOARD", "Meeting held on 17 March"]), "scan.png")
     assert doc.extra_metadata["ocr"] is True
     assert "MINUTES" in doc.text.upper()
 
 
-@pytest.mark.skipif(not ocr_available(), reason="Tesseract is not installed")
 def test_scanned_pdf_page_is_ocrd() -> None:
+    require_ocr()
     from PIL import Image
 
     image = Image.open(__import__("io").BytesIO(files.png_with_text(["SCANNED PAGE TEXT"])))
