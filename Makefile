@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr models run test lint bench bench-retrieval bench-templates clean
+.PHONY: install ocr models run test fuzz soak starts lint bench bench-retrieval bench-templates clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ run: models
 
 test: models
 	TAILOR_TEST_OCR=$(OCR) $(BIN)/python -m pytest -q
+
+# The schema fuzz at length (make test runs 8 examples per operation); counts land in bench/results.
+FUZZ_EXAMPLES ?= 300
+fuzz: models
+	@mkdir -p bench/results
+	TAILOR_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) TAILOR_FUZZ_REPORT=bench/results/fuzz.json \
+	  $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check app indexers prompts soft_prompts tests bench

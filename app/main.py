@@ -24,6 +24,7 @@ from app.jobs import JobManager
 from app.knowledge.base import KnowledgeBase
 from app.lifecycle import EngineSupervisor, FatalHook, attach_engine, load_embedder, start_up
 from app.models.prepare import resolve_backbone, resolve_embedder
+from app.protocol.errors import error_responses
 from app.state import AppState
 
 
@@ -83,7 +84,7 @@ def create_app(
     app.state.tailor = state
     errors.install(app)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)], responses=error_responses())
     for module in (chat, completions, models, domains, documents, jobs, admin):
         v1.include_router(module.router)
     app.include_router(v1)

@@ -7,8 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import CatalogDep, DomainsDep, EngineDep, KnowledgeDep, MetricsDep, SettingsDep
-from app.api.streaming import run_until_disconnect, sse_response
-from app.protocol.errors import ErrorResponse
+from app.api.streaming import STREAM_RESPONSE, run_until_disconnect, sse_response
 from app.protocol.openai import ChatCompletionRequest, ChatCompletionResponse
 from app.serving.chat import chat_completion, chat_stream, last_user_text, prepare_chat
 from app.serving.rag import retrieve
@@ -19,7 +18,7 @@ router = APIRouter(route_class=CleanJSONRoute, tags=["chat"])
 @router.post(
     "/chat/completions",
     response_model=ChatCompletionResponse,
-    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses=STREAM_RESPONSE,
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,

@@ -7,8 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import CatalogDep, DomainsDep, EngineDep, KnowledgeDep, MetricsDep, SettingsDep
-from app.api.streaming import run_until_disconnect, sse_response
-from app.protocol.errors import ErrorResponse
+from app.api.streaming import STREAM_RESPONSE, run_until_disconnect, sse_response
 from app.protocol.openai import CompletionRequest, CompletionResponse
 from app.serving.completions import completion, completion_stream, domain_prompt_text, prepare_completion
 from app.serving.rag import retrieve
@@ -19,7 +18,7 @@ router = APIRouter(route_class=CleanJSONRoute, tags=["completions"])
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    responses=STREAM_RESPONSE,
 )
 async def create_completion(
     body: CompletionRequest,

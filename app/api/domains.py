@@ -60,7 +60,12 @@ async def get_domain(name: str, domains: DomainsDep) -> DomainPublic:
     return await asyncio.to_thread(_public, domains, _name(name))
 
 
-@router.put("/{name}", dependencies=[AdminDep], response_model=DomainPublic)
+@router.put(
+    "/{name}",
+    dependencies=[AdminDep],
+    response_model=DomainPublic,
+    responses={201: {"model": DomainPublic, "description": "Created"}},
+)
 async def put_domain(
     name: str, body: DomainProfileIn, domains: DomainsDep, settings: SettingsDep
 ) -> JSONResponse:

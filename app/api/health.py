@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import StateDep
@@ -11,7 +11,7 @@ from app.api.deps import StateDep
 router = APIRouter(route_class=CleanJSONRoute, tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", responses={503: {"description": "Starting, restarting or failed, with a reason"}})
 async def health(state: StateDep) -> JSONResponse:
     """200 ``ready`` once the engine serves; 503 ``starting``, ``restarting`` or ``failed`` with a reason."""
     status = state.status()
@@ -20,6 +20,6 @@ async def health(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": status, "reason": state.reason()}, status_code=503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -14,6 +14,11 @@ from app.serving.sse import with_error_event
 
 T = TypeVar("T")
 
+#: With ``stream: true`` the 200 answer is server-sent events (``data: {...}`` lines, then ``[DONE]``).
+STREAM_RESPONSE: dict[int | str, dict] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The completion"}
+}
+
 
 async def sse_response(request: Request, events: AsyncIterator[str]) -> StreamingResponse:
     """Stream ``events`` as SSE once the first one exists.

@@ -54,3 +54,23 @@ class APIError(Exception):
             code=self.code,
         )
         return ErrorResponse(error=detail).model_dump()
+
+
+_DESCRIPTIONS = {
+    400: "Invalid request (context length, unsupported parameter, bad filter...)",
+    401: "Missing or invalid API key",
+    403: "The route needs an admin key",
+    404: "Unknown model, domain, document or job",
+    409: "Name already taken",
+    413: "Body, file or upload too large",
+    415: "Unsupported media type",
+    422: "Request does not match the schema",
+    429: "The engine is overloaded; retry later",
+    500: "Internal error",
+    503: "The engine is starting, restarting or failed",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for OpenAI-shaped errors, so clients and fuzzers know them."""
+    return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS[s]} for s in statuses or _DESCRIPTIONS}
