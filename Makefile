@@ -53,6 +53,16 @@ fuzz: models
 	TAILOR_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) TAILOR_FUZZ_REPORT=bench/results/fuzz.json \
 	  $(BIN)/python -m pytest -q tests/test_fuzz.py
 
+# Cold start-ups counted: 20 `make run` starts, every other one beside two CPU-bound processes.
+starts: models
+	$(BIN)/python -m bench.starts --runs 20 --busy 2 --command "make run"
+
+# 10 minutes of mixed traffic, then the kill -9 and disk-full faults (disk-full needs root).
+soak: models
+	$(BIN)/python -m bench.soak soak --minutes 10 --clients 24
+	$(BIN)/python -m bench.soak kill
+	$(BIN)/python -m bench.soak disk-full
+
 lint: install
 	$(BIN)/ruff check app indexers prompts soft_prompts tests bench
 	$(BIN)/ruff format --check app indexers prompts soft_prompts tests bench

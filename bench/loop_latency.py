@@ -53,7 +53,8 @@ def documents(n: int) -> list[dict]:
         {
             "id": f"memo-{i:05d}.txt",
             "text": "\n\n".join(
-                f"Memo {i}, paragraph {p}: " + " ".join(words[(i * 7 + p + k) % len(words)] for k in range(150))
+                f"Memo {i}, paragraph {p}: "
+                + " ".join(words[(i * 7 + p + k) % len(words)] for k in range(150))
                 for p in range(3)
             ),
         }
@@ -62,14 +63,18 @@ def documents(n: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cwd", type=Path, default=ROOT)
     parser.add_argument("--docs", type=int, default=1500)
     parser.add_argument("--model", default=str(ROOT / "data" / "models" / "SmolLM2-135M-Instruct"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "loop_latency.json")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="tailor-loop-"))
-    server = ServerProcess(data / "server.log", cwd=args.cwd, TAILOR_MODEL=args.model, TAILOR_DATA_DIR=str(data))
+    server = ServerProcess(
+        data / "server.log", cwd=args.cwd, TAILOR_MODEL=args.model, TAILOR_DATA_DIR=str(data)
+    )
     try:
         server.wait_ready()
         idle: list[float] = []
@@ -85,7 +90,9 @@ def main() -> None:
         stop = threading.Event()
         poller = threading.Thread(target=poll_health, args=(server.url, stop, busy))
         with httpx.Client(base_url=server.url, timeout=600) as client:
-            resp = client.post("/v1/domains/bulk/documents", json={"documents": documents(args.docs)}, params={"wait": False})
+            resp = client.post(
+                "/v1/domains/bulk/documents", json={"documents": documents(args.docs)}, params={"wait": False}
+            )
             resp.raise_for_status()
             job_id = resp.json()["id"]
             poller.start()

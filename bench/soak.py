@@ -112,7 +112,10 @@ class Soak:
         return 200
 
     async def search(self, http: httpx.AsyncClient, rng: random.Random) -> int:
-        body = {"query": f"{rng.choice(WORDS)} {rng.choice(WORDS)}", "mode": rng.choice(["dense", "bm25", "hybrid"])}
+        body = {
+            "query": f"{rng.choice(WORDS)} {rng.choice(WORDS)}",
+            "mode": rng.choice(["dense", "bm25", "hybrid"]),
+        }
         return (await http.post("/v1/domains/soak-law/search", json=body)).status_code
 
     async def ingest(self, http: httpx.AsyncClient, client: int, n: int) -> int:
@@ -168,9 +171,15 @@ class Soak:
     async def run(self) -> None:
         async with httpx.AsyncClient(base_url=self.server.url, timeout=300) as http:
             base = (await http.get("/v1/models")).json()["data"][0]["id"]
-            await http.put("/v1/domains/soak-law", json={"system_prompt": "You are a careful legal assistant."})
+            await http.put(
+                "/v1/domains/soak-law", json={"system_prompt": "You are a careful legal assistant."}
+            )
             seed = [{"id": f"seed-{k}", "text": text(k, 200)} for k in range(40)]
-            (await http.post("/v1/domains/soak-law/documents", json={"documents": seed}, params={"wait": True})).raise_for_status()
+            (
+                await http.post(
+                    "/v1/domains/soak-law/documents", json={"documents": seed}, params={"wait": True}
+                )
+            ).raise_for_status()
         await asyncio.gather(self.sampler(), *(self.client(i, base) for i in range(self.clients)))
 
     async def verify(self) -> dict:
@@ -200,7 +209,11 @@ class Soak:
             "transport_errors": dict(self.transport_errors),
             "statuses": {f"{k} {s}": n for (k, s), n in sorted(self.statuses.items())},
             "latency_ms": {
-                k: {"n": len(self.latency[k]), "p50": pct(self.latency[k], 0.5), "p99": pct(self.latency[k], 0.99)}
+                k: {
+                    "n": len(self.latency[k]),
+                    "p50": pct(self.latency[k], 0.5),
+                    "p99": pct(self.latency[k], 0.99),
+                }
                 for k in kinds
             },
             "usage_over_time": self.samples,
@@ -226,13 +239,18 @@ def soak(args: argparse.Namespace) -> dict:
 
 
 def bulk(n: int, offset: int = 0) -> list[dict]:
-    return [{"id": f"bulk-{i:05d}", "text": "\n\n".join(text(i * 10 + p) for p in range(3))} for i in range(offset, offset + n)]
+    return [
+        {"id": f"bulk-{i:05d}", "text": "\n\n".join(text(i * 10 + p) for p in range(3))}
+        for i in range(offset, offset + n)
+    ]
 
 
 def consistency(http: httpx.Client, domain: str) -> dict:
     listed = http.get(f"/v1/domains/{domain}/documents", params={"limit": 500}).json()
     stats = http.get(f"/v1/domains/{domain}").json()["knowledge"]
-    hits = http.post(f"/v1/domains/{domain}/search", json={"query": "tenant deposit", "mode": "dense"}).json()["data"]
+    hits = http.post(
+        f"/v1/domains/{domain}/search", json={"query": "tenant deposit", "mode": "dense"}
+    ).json()["data"]
     return {
         "documents": listed["total"],
         "chunks": stats["chunks"],
@@ -246,7 +264,9 @@ def fault_kill(args: argparse.Namespace) -> dict:
     docs = bulk(args.docs)
     first = start(data, "first")
     with httpx.Client(base_url=first.url, timeout=300) as http:
-        job_id = http.post("/v1/domains/bulk/documents", json={"documents": docs}, params={"wait": False}).json()["id"]
+        job_id = http.post(
+            "/v1/domains/bulk/documents", json={"documents": docs}, params={"wait": False}
+        ).json()["id"]
         while (job := http.get(f"/v1/jobs/{job_id}").json())["progress"]["documents_done"] < args.docs // 4:
             time.sleep(0.1)
     first.crash()
@@ -287,7 +307,8 @@ def fault_disk_full(args: argparse.Namespace) -> dict:
                     continue
                 result["failure"] = {
                     "status": resp.status_code,
-                    "message": (body.get("error") or {}).get("message") or (errors[0]["error"] if errors else None),
+                    "message": (body.get("error") or {}).get("message")
+                    or (errors[0]["error"] if errors else None),
                     "created_in_failed_batch": sum(r["status"] == "created" for r in body.get("results", [])),
                 }
                 acked += result["failure"]["created_in_failed_batch"]
@@ -297,9 +318,14 @@ def fault_disk_full(args: argparse.Namespace) -> dict:
             result["health_when_full"] = http.get("/health").json()
             subprocess.run(["mount", "-o", f"remount,size={args.tmpfs_mib * 4}m", str(mount)], check=True)
             resp = http.post(
-                "/v1/domains/full/documents", json={"documents": bulk(50, len(result["batches"]) * 50 - 50)}, params={"wait": True}
+                "/v1/domains/full/documents",
+                json={"documents": bulk(50, len(result["batches"]) * 50 - 50)},
+                params={"wait": True},
             )
-            result["after_space_returns"] = {"status": resp.status_code, "errors": len(resp.json().get("errors", []))}
+            result["after_space_returns"] = {
+                "status": resp.status_code,
+                "errors": len(resp.json().get("errors", [])),
+            }
             result["final"] = consistency(http, "full")
         server.stop()
         server = start(mount, "restarted")
@@ -313,7 +339,9 @@ def fault_disk_full(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["soak", "kill", "disk-full"])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--clients", type=int, default=24)

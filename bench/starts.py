@@ -6,7 +6,7 @@ chat request with the official ``openai`` client, then stops the server with SIG
 ``--busy K`` every other run starts K CPU-bound processes beside the server first: start-up
 races show up when the machine is busy.
 
-    python bench/starts.py --runs 20 --busy 2 --cwd /tmp/fresh-clone --out starts.json
+    python -m bench.starts --runs 20 --busy 2 --cwd /tmp/fresh-clone --out starts.json
 """
 
 from __future__ import annotations
@@ -14,25 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import signal
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
+from bench.server import ServerProcess
+
 
 def _burn() -> None:
     while True:
         pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ask(url: str) -> str:
@@ -47,51 +39,32 @@ def _ask(url: str) -> str:
 
 
 def one_start(command: str, cwd: Path, busy: int, timeout: float, log: Path) -> dict:
-    port = _free_port()
-    env = {**os.environ, "TAILOR_PORT": str(port)}
     burners = [mp.Process(target=_burn, daemon=True) for _ in range(busy)]
     for b in burners:
         b.start()
-    url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            shell=True,
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    result: dict = {"busy": busy, "port": port, "outcome": "timeout", "seconds": None, "health": None}
+    server = ServerProcess(log, cwd=cwd, command=command)
+    result: dict = {"busy": busy, "port": server.port, "outcome": "timeout", "health": None}
     try:
         while time.monotonic() - t0 < timeout:
-            if proc.poll() is not None:
-                result.update(outcome="exited", exit_code=proc.returncode)
+            if server.proc.poll() is not None:
+                result["outcome"] = "exited"
                 break
             try:
-                resp = httpx.get(f"{url}/health", timeout=2)
+                resp = httpx.get(f"{server.url}/health", timeout=2)
                 result["health"] = resp.json().get("status")
                 if resp.status_code == 200:
-                    result.update(outcome="ready", seconds=round(time.monotonic() - t0, 1))
-                    result["answer"] = _ask(url)
+                    result["outcome"] = "ready"
+                    result["answer"] = _ask(server.url)
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        result["seconds"] = result["seconds"] or round(time.monotonic() - t0, 1)
+        result["seconds"] = round(time.monotonic() - t0, 1)
     finally:
         for b in burners:
             b.kill()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        result.setdefault("exit_code", proc.returncode)
+        result["exit_code"] = server.stop()
     return result
 
 
