@@ -87,6 +87,32 @@ class ServerProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    def terminate(self) -> int:
+        """SIGTERM to the server alone, as a process manager sends it; it must stop its engine."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def leftovers(self, grace: float = 30) -> bool:
+        """Whether any process of the server's group (engine core, workers) outlived it."""
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return False
+            time.sleep(0.2)
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        return True
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
     def crash(self) -> None:
         """kill -9 the whole process group at once."""
         os.killpg(self.proc.pid, signal.SIGKILL)

@@ -47,6 +47,16 @@ def _events(resp: httpx.Response) -> list:
     return [ln if ln == "[DONE]" else json.loads(ln) for ln in lines]
 
 
+def _post_failing(faulty, route: str, body: dict, error: Exception, after: int) -> httpx.Response:
+    """POST while the engine raises ``error`` after ``after`` outputs (0: before any)."""
+    server, script = faulty
+    script.generate_error, script.fail_after = error, after
+    try:
+        return httpx.post(f"{server.url}{route}", json=body, timeout=120)
+    finally:
+        script.generate_error = None
+
+
 ERRORS = [
     (InvalidEngineRequest("the engine refused these parameters"), 400, "invalid_request"),
     (EngineOverloaded("the engine queue is full"), 429, "overloaded"),
@@ -61,12 +71,7 @@ ERRORS = [
 def test_engine_error_before_output_gets_its_status(
     faulty, model_name: str, route: str, stream: bool, error: Exception, status: int, code: str
 ) -> None:
-    server, script = faulty
-    script.generate_error, script.fail_after = error, 0
-    try:
-        resp = httpx.post(f"{server.url}{route}", json=_body(route, model_name, stream), timeout=120)
-    finally:
-        script.generate_error = None
+    resp = _post_failing(faulty, route, _body(route, model_name, stream), error, after=0)
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     err = resp.json()["error"]
@@ -80,12 +85,7 @@ def test_engine_error_before_output_gets_its_status(
 def test_engine_error_mid_stream_is_an_error_event_then_done(
     faulty, model_name: str, route: str, error: Exception, status: int, code: str
 ) -> None:
-    server, script = faulty
-    script.generate_error, script.fail_after = error, 2
-    try:
-        resp = httpx.post(f"{server.url}{route}", json=_body(route, model_name, True), timeout=120)
-    finally:
-        script.generate_error = None
+    resp = _post_failing(faulty, route, _body(route, model_name, True), error, after=2)
     assert resp.status_code == 200  # headers were sent with the first tokens
     events = _events(resp)
     assert events[-1] == "[DONE]"

@@ -10,11 +10,7 @@ its reason.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +19,9 @@ import httpx
 import openai
 import pytest
 
+from bench.server import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _burn() -> None:
@@ -37,76 +29,14 @@ def _burn() -> None:
         pass
 
 
-class ServerProcess:
-    def __init__(self, data_dir: Path, model: str, log: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        full_env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TAILOR_MODEL": model,
-            "TAILOR_DATA_DIR": str(data_dir),
-            "TAILOR_PORT": str(self.port),
-            "TAILOR_ENGINE__MAX_MODEL_LEN": "2048",
-            "TAILOR_ENGINE__KV_CACHE_SPACE_GIB": "1",
-            **env,
-        }
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve"],
-                cwd=ROOT,
-                env=full_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def wait_ready(self, timeout: float = 400) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                resp = httpx.get(f"{self.url}/health", timeout=5)
-                if resp.status_code == 200:
-                    assert resp.json()["status"] == "ready"
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"not ready in {timeout} s:\n{self.tail()}")
-
-    def stop(self) -> int:
-        """SIGTERM to the server alone, as a process manager sends it; it must stop its engine."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
-
-    def leftovers(self) -> bool:
-        """Whether any process of the server's group (engine core, workers) outlived it."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return False
-            time.sleep(0.2)
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        return True
-
-    def crash(self) -> None:
-        """kill -9 the server and its engine processes at once, as a dying container would."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
+def server_process(data_dir: Path, model: str, log: Path) -> ServerProcess:
+    return ServerProcess(
+        log,
+        TAILOR_MODEL=model,
+        TAILOR_DATA_DIR=str(data_dir),
+        TAILOR_ENGINE__MAX_MODEL_LEN="2048",
+        TAILOR_ENGINE__KV_CACHE_SPACE_GIB="1",
+    )
 
 
 @pytest.fixture
@@ -130,12 +60,12 @@ def _ask(url: str) -> str:
 
 
 def _cold_start(tmp_path: Path, model_path: str, name: str) -> None:
-    server = ServerProcess(tmp_path / "data", model_path, tmp_path / f"{name}.log")
+    server = server_process(tmp_path / "data", model_path, tmp_path / f"{name}.log")
     try:
         server.wait_ready()
         assert "Paris" in _ask(server.url)
     finally:
-        code = server.stop()
+        code = server.terminate()
     # uvicorn shuts down gracefully, then re-raises the signal: "stopped by SIGTERM", as expected
     assert code == -signal.SIGTERM, server.tail()
     assert "Application shutdown complete" in server.tail()
@@ -170,7 +100,7 @@ def test_crash_during_ingest_leaves_job_interrupted_and_store_consistent(
     tmp_path: Path, model_path: str
 ) -> None:
     docs = _documents(300)
-    first = ServerProcess(tmp_path / "data", model_path, tmp_path / "first.log")
+    first = server_process(tmp_path / "data", model_path, tmp_path / "first.log")
     try:
         first.wait_ready()
         resp = httpx.post(
@@ -191,7 +121,7 @@ def test_crash_during_ingest_leaves_job_interrupted_and_store_consistent(
     finally:
         first.crash()
 
-    second = ServerProcess(tmp_path / "data", model_path, tmp_path / "second.log")
+    second = server_process(tmp_path / "data", model_path, tmp_path / "second.log")
     try:
         second.wait_ready()
         job = httpx.get(f"{second.url}/v1/jobs/{job_id}").json()
@@ -214,11 +144,11 @@ def test_crash_during_ingest_leaves_job_interrupted_and_store_consistent(
         assert statuses.count("unchanged") == kept and statuses.count("created") == len(docs) - kept
         assert httpx.get(f"{second.url}/v1/domains/crash/documents").json()["total"] == len(docs)
     finally:
-        assert second.stop() == -signal.SIGTERM, second.tail()
+        assert second.terminate() == -signal.SIGTERM, second.tail()
 
 
 def test_bad_model_path_exits_with_the_reason(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", "/no/such/checkpoint", tmp_path / "bad.log")
+    server = server_process(tmp_path / "data", "/no/such/checkpoint", tmp_path / "bad.log")
     assert server.proc.wait(60) == 1
     assert "cannot start: model '/no/such/checkpoint' does not exist" in server.tail()
 
@@ -227,10 +157,10 @@ def test_checkpoint_the_engine_cannot_load_exits_with_the_reason(tmp_path: Path)
     broken = tmp_path / "broken-checkpoint"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama"}')
-    server = ServerProcess(tmp_path / "data", str(broken), tmp_path / "broken.log")
+    server = server_process(tmp_path / "data", str(broken), tmp_path / "broken.log")
     try:
         assert server.proc.wait(180) == 1, server.tail()
     finally:
-        server.stop()
+        server.terminate()
     log = server.tail()
     assert "tailor: cannot start:" in log and "retrying" not in log
