@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -79,6 +80,16 @@ def serve(
         typer.secho(f"tailor: cannot start: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
 
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        typer.secho(
+            f"tailor: cannot start: cannot bind {settings.host}:{settings.port}: {exc.strerror or exc}",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1) from exc
+
     fatal: list[str] = []
 
     def stop(reason: str) -> None:
@@ -93,13 +104,26 @@ def serve(
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])
     if fatal:
         typer.secho(f"tailor: cannot start: {fatal[0]}", fg="red", err=True)
         raise typer.Exit(1)
     if not server.started:
         typer.secho("tailor: the server did not start (see the log above)", fg="red", err=True)
         raise typer.Exit(3)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before anything loads, so a taken port fails in a second, not after the imports."""
+    host = "127.0.0.1" if host == "localhost" else host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _server_url(url: str | None) -> str:

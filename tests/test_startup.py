@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +30,14 @@ def _burn() -> None:
         pass
 
 
-def server_process(data_dir: Path, model: str, log: Path) -> ServerProcess:
+def server_process(data_dir: Path, model: str, log: Path, **env: str) -> ServerProcess:
     return ServerProcess(
         log,
         TAILOR_MODEL=model,
         TAILOR_DATA_DIR=str(data_dir),
         TAILOR_ENGINE__MAX_MODEL_LEN="2048",
         TAILOR_ENGINE__KV_CACHE_SPACE_GIB="1",
+        **env,
     )
 
 
@@ -164,3 +166,14 @@ def test_checkpoint_the_engine_cannot_load_exits_with_the_reason(tmp_path: Path)
         server.terminate()
     log = server.tail()
     assert "tailor: cannot start:" in log and "retrying" not in log
+
+
+def test_taken_port_exits_at_once_with_the_reason(tmp_path: Path, model_path: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = server_process(tmp_path / "data", model_path, tmp_path / "port.log", TAILOR_PORT=str(port))
+        assert server.proc.wait(60) == 1
+    assert f"cannot start: cannot bind 127.0.0.1:{port}" in server.tail()
+    assert "model libraries imported" not in server.tail()  # nothing was loaded first
