@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr models run test fuzz soak starts lint bench bench-retrieval bench-templates clean
+.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,20 @@ ocr:
 	  echo "Tesseract not found: scanned pages will be reported as needing OCR (sudo apt-get install tesseract-ocr tesseract-ocr-spa)"; \
 	fi
 
-install: $(STAMP) ocr
+# tcmalloc for the CPU engine's processes (`tailor serve` preloads it when present): glibc's
+# allocator let their heap grow without bound under varied traffic.
+tcmalloc:
+	@if /sbin/ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing tcmalloc (libtcmalloc-minimal4)"; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
+	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null)) \
+	    || echo "tcmalloc could not be installed: the engine uses glibc malloc"; \
+	else \
+	  echo "tcmalloc not found: the engine uses glibc malloc (sudo apt-get install libtcmalloc-minimal4)"; \
+	fi
+
+install: $(STAMP) ocr tcmalloc
 
 models: install
 	$(BIN)/tailor models prepare

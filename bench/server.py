@@ -67,15 +67,18 @@ class ServerProcess:
             return []
 
     def usage(self) -> dict:
-        """RSS (MiB) and open files of the server and its engine processes, summed."""
-        rss, files = 0, 0
+        """RSS (MiB) and open files of the server and its engine processes: summed, and RSS of each."""
+        rss, files, each = 0, 0, {}
         for p in self.processes():
             try:
-                rss += p.memory_info().rss
+                mem = p.memory_info().rss
+                rss += mem
                 files += p.num_fds()
+                name = "server" if p.pid == self.proc.pid else p.name()
+                each[f"{name}:{p.pid}"] = round(mem / 2**20, 1)
             except psutil.Error:
                 pass
-        return {"rss_mib": round(rss / 2**20, 1), "open_files": files}
+        return {"rss_mib": round(rss / 2**20, 1), "open_files": files, "rss_mib_by_process": each}
 
     def stop(self) -> int:
         if self.proc.poll() is None:
