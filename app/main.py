@@ -49,7 +49,7 @@ def create_app(
     start that cannot succeed calls ``on_fatal(reason)`` (``tailor serve`` exits with it) and
     leaves /health at 503 ``failed``.
     """
-    state = AppState(settings=settings)
+    state = AppState(settings=settings, supervised=engine is None)
 
     def default_engine() -> Engine:
         return build_engine(settings, resolve_backbone(settings.model, settings.data_dir))

@@ -29,11 +29,15 @@ class AppState:
     engine_status: EngineStatus = "starting"
     #: Why it is not serving: the last start-up failure, in one line.
     engine_reason: str | None = None
+    #: Whether a supervisor restarts the engine when it dies (the app owns it).
+    supervised: bool = False
 
     def status(self) -> EngineStatus:
         """'ready', or 'starting' / 'restarting' / 'failed' / 'stopped' (see ``engine_reason``)."""
         if self.engine is not None:
-            return "ready" if self.engine.ready else "failed"
+            if self.engine.ready:
+                return "ready"
+            return "restarting" if self.supervised else "failed"  # until the supervisor notices
         return self.engine_status
 
     def reason(self) -> str | None:
