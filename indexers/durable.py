@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -22,3 +23,11 @@ def write_text_durably(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     replace_durably(tmp, path)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC (or a quota) from the file system, or SQLite's and FAISS's words for it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "disk is full" in text or "no space left on device" in text

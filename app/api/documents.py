@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, JobsDep, KnowledgeDep, SettingsDep
 from app.knowledge.base import KnowledgeBase, UnknownDomain, check_domain_name
-from app.knowledge.ingestion import job_public, read_sources, start_ingest
+from app.knowledge.ingestion import OUT_OF_SPACE, job_public, read_sources, start_ingest
 from app.protocol.documents import (
     DocumentList,
     DocumentPublic,
@@ -76,6 +76,8 @@ async def ingest_documents(
     done = await asyncio.to_thread(jobs.get, job.id)
     public = job_public(done)
     if done.status != "succeeded":
+        if (done.error or "").startswith(OUT_OF_SPACE):
+            raise APIError(507, done.error, code="insufficient_storage")
         raise APIError(500, f"Ingestion failed: {done.error}", code="ingest_failed")
     store = (await _collection(kb, domain)).store
     wanted = [r.id for r in public.results if r.status in ("created", "updated")]

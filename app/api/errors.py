@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.protocol.errors import APIError
+from indexers.durable import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 async def unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
+    if is_disk_full(exc):  # a profile or job write on a full data dir: say so, not "internal"
+        return _response(
+            APIError(507, "The data dir is out of space; free space and retry.", code="insufficient_storage")
+        )
     return _response(APIError(500, "Internal server error.", code="internal_error"))
 
 

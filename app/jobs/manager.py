@@ -9,6 +9,7 @@ the service stopped are marked ``interrupted`` at the next start: their work mus
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+log = logging.getLogger(__name__)
 Status = Literal["queued", "running", "succeeded", "failed", "interrupted"]
 
 _SCHEMA = """
@@ -71,7 +73,20 @@ class JobManager:
         with self._lock:
             self._db.close()
 
-    def _write(self, job: Job) -> None:
+    def _write(self, job: Job) -> bool:
+        """Persist ``job``; False (logged) when SQLite cannot write, e.g. on a full disk.
+
+        The job's state is then still served from memory, and written with its next change.
+        """
+        try:
+            self._write_row(job)
+        except sqlite3.Error as exc:
+            log.warning("job %s not persisted: %s", job.id, exc)
+            return False
+        self._last_write[job.id] = time.monotonic()
+        return True
+
+    def _write_row(self, job: Job) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO jobs (id, kind, domain, status, progress, result, error, created_at, updated_at)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -87,7 +102,6 @@ class JobManager:
                 job.updated_at,
             ),
         )
-        self._last_write[job.id] = time.monotonic()
 
     def create(self, kind: str, domain: str | None, progress: dict[str, Any] | None = None) -> Job:
         job = Job(id=f"job-{uuid.uuid4().hex}", kind=kind, domain=domain, progress=progress or {})
@@ -101,10 +115,11 @@ class JobManager:
             for key, value in changes.items():
                 setattr(job, key, value)
             job.updated_at = time.time()
+            written = False
             if force or "status" in changes or time.monotonic() - self._last_write.get(job.id, 0) > 0.5:
-                self._write(job)
-            if job.status in ("succeeded", "failed", "interrupted"):
-                self._live.pop(job.id, None)
+                written = self._write(job)
+            if written and job.status in ("succeeded", "failed", "interrupted"):
+                self._live.pop(job.id, None)  # from now on read from SQLite
                 self._last_write.pop(job.id, None)
 
     def get(self, job_id: str) -> Job | None:

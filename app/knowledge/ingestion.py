@@ -18,6 +18,7 @@ from app.jobs import Job, JobManager
 from app.knowledge.base import KnowledgeBase
 from app.protocol.documents import DocumentsIn, IngestResultPublic, JobPublic, ProgressPublic
 from app.protocol.errors import APIError
+from indexers.durable import is_disk_full
 from indexers.ingest import IngestResult, Progress, Source
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ async def read_sources(request: Request, settings: KnowledgeSettings) -> list[So
     return sources
 
 
+#: How a job that failed on a full disk begins its error (the route answers 507 for it).
+OUT_OF_SPACE = "insufficient storage"
+
+
 def _public(result: IngestResult) -> dict[str, Any]:
     return IngestResultPublic(**asdict(result)).model_dump()
 
@@ -144,7 +149,14 @@ async def start_ingest(
             results = kb.ingest_blocking(domain, sources, on_progress)
         except Exception as exc:  # noqa: BLE001 - recorded on the job
             log.exception("ingestion job %s failed", job.id)
-            jobs.update(job, status="failed", error=f"{type(exc).__name__}: {exc}")
+            if is_disk_full(exc):
+                error = (
+                    f"{OUT_OF_SPACE}: the data dir filled up ({exc}). Documents stored before that "
+                    "are kept and searchable; free space and re-submit (stored ones are skipped)."
+                )
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+            jobs.update(job, status="failed", error=error)
             return
         ok = [_public(r) for r in results if r.status != "error"]
         errors = [_public(r) for r in results if r.status == "error"]

@@ -31,6 +31,7 @@ _TYPES = {
     429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable_error",
+    507: "server_error",
 }
 
 
@@ -68,6 +69,7 @@ _DESCRIPTIONS = {
     429: "The engine is overloaded; retry later",
     500: "Internal error",
     503: "The engine is starting, restarting or failed",
+    507: "The data dir is out of space (what was stored before stays)",
 }
 
 

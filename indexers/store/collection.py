@@ -133,12 +133,26 @@ class Collection:
                 self.flush()
             return report
 
-    def flush(self) -> None:
-        """Persist the vector index if it changed (atomic write)."""
+    def flush(self) -> bool:
+        """Persist the vector index if it changed (atomic write); False if that failed.
+
+        SQLite holds every vector, and the index is reconciled from it at every open, so a failed
+        save (a full disk) loses nothing: the old file stays, the in-memory index keeps serving,
+        and the next flush tries again. The failure is logged, not raised, so the documents
+        already committed are still reported as stored.
+        """
         with self._lock:
-            if self._dirty:
+            if not self._dirty:
+                return True
+            try:
                 self.index.save(self._index_path)
-                self._dirty = False
+            except (OSError, RuntimeError) as exc:  # faiss reports write errors as RuntimeError
+                log.warning(
+                    "%s: vector index not saved (%s); it is rebuilt from SQLite if lost", self.path, exc
+                )
+                return False
+            self._dirty = False
+            return True
 
     def close(self) -> None:
         self.flush()

@@ -132,8 +132,12 @@ class FaissIndex(VectorIndex):
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
-        self._faiss.write_index(self.index, str(tmp))
-        replace_durably(tmp, path)
+        try:
+            self._faiss.write_index(self.index, str(tmp))
+            replace_durably(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a partial copy must not hold the space a retry needs
+            raise
 
 
 def make_index(kind: str, dim: int, vectors: np.ndarray | None = None, nprobe: int = 16) -> FaissIndex:

@@ -168,3 +168,23 @@ def test_auto_switches_to_ivf_past_threshold(tmp_path: Path, embedder, chunker: 
         assert c.index.kind == "ivf" and len(c.index) == c.store.count()[1]
     finally:
         c.close()
+
+
+def test_a_full_disk_while_saving_the_index_loses_nothing(embedder, chunker: Chunker, tmp_path: Path) -> None:
+    """/dev/full answers every write with ENOSPC: the index save fails, the documents stay."""
+    collection = Collection(tmp_path / "c", embedder)
+    Ingestor(collection, chunker).run([Source(id="a", text="The tenant pays a deposit of two months.")])
+    tmp = tmp_path / "c" / "vectors.faiss.tmp"
+    tmp.symlink_to("/dev/full")
+    results = Ingestor(collection, chunker).run([Source(id="b", text="The landlord repairs the roof.")])
+    assert [r.status for r in results] == ["created"]
+    assert not tmp.exists() and not tmp.is_symlink()  # the partial copy was removed
+    assert collection.search("who repairs the roof", top_k=1, mode="dense")[0].document_id == "b"
+    tmp.symlink_to("/dev/full")
+    collection.close()  # the save at close fails too: the file on disk misses document b
+    assert not tmp.is_symlink()
+    reopened = Collection(tmp_path / "c", embedder)  # the stale file on disk is reconciled from SQLite
+    assert reopened.last_reconcile.added > 0
+    assert reopened.search("who repairs the roof", top_k=1, mode="dense")[0].document_id == "b"
+    assert reopened.store.count()[0] == 2
+    reopened.close()
