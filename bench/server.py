@@ -30,12 +30,13 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TAILOR_PORT": str(self.port), **env}
-        argv = command or f"{sys.executable} -m app.cli serve"
+        # no shell around the default command: signals sent to ``proc`` must reach the server
+        argv: str | list[str] = command or [sys.executable, "-m", "app.cli", "serve"]
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv,
-                shell=True,
+                shell=command is not None,
                 cwd=cwd,
                 env=full_env,
                 stdout=out,

@@ -68,10 +68,11 @@ def _cold_start(tmp_path: Path, model_path: str, name: str) -> None:
         assert "Paris" in _ask(server.url)
     finally:
         code = server.terminate()
+        outlived = server.leftovers()  # also kills them, so a failure here leaks nothing
     # uvicorn shuts down gracefully, then re-raises the signal: "stopped by SIGTERM", as expected
     assert code == -signal.SIGTERM, server.tail()
+    assert not outlived, "engine processes outlived the server"
     assert "Application shutdown complete" in server.tail()
-    assert not server.leftovers(), "engine processes outlived the server"
     assert "ImportError" not in server.log.read_text(errors="replace")
 
 
@@ -146,7 +147,9 @@ def test_crash_during_ingest_leaves_job_interrupted_and_store_consistent(
         assert statuses.count("unchanged") == kept and statuses.count("created") == len(docs) - kept
         assert httpx.get(f"{second.url}/v1/domains/crash/documents").json()["total"] == len(docs)
     finally:
-        assert second.terminate() == -signal.SIGTERM, second.tail()
+        code = second.terminate()
+        outlived = second.leftovers()
+    assert code == -signal.SIGTERM and not outlived, second.tail()
 
 
 def test_bad_model_path_exits_with_the_reason(tmp_path: Path) -> None:
@@ -164,6 +167,7 @@ def test_checkpoint_the_engine_cannot_load_exits_with_the_reason(tmp_path: Path)
         assert server.proc.wait(180) == 1, server.tail()
     finally:
         server.terminate()
+        server.leftovers()
     log = server.tail()
     assert "tailor: cannot start:" in log and "retrying" not in log
 

@@ -17,7 +17,7 @@ DEFAULT_SYSTEM = "You are a helpful, precise assistant. Answer in the language o
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RetrievalSettings(_Strict):

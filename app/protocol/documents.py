@@ -10,7 +10,7 @@ Metadata = dict[str, str | int | float | bool | None]
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(None, min_length=1, max_length=256)
     text: str = Field(..., min_length=1, max_length=20_000_000)
@@ -19,7 +19,7 @@ class DocumentIn(BaseModel):
 
 
 class DocumentsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     documents: list[DocumentIn] = Field(..., min_length=1, max_length=10_000)
 
@@ -97,7 +97,7 @@ class IngestResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(..., min_length=1, max_length=4000)
     top_k: int = Field(5, ge=1, le=100)

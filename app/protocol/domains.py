@@ -29,7 +29,7 @@ class DomainList(BaseModel):
 
 
 class OptimizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     candidates: list[str] = Field(..., min_length=1, max_length=20, description="Templates to compare.")
     examples: list[Example] = Field(..., min_length=4, max_length=2000)

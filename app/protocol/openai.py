@@ -25,21 +25,30 @@ MAX_PROMPTS = 64
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
+# Strict types: `true` is not a temperature and `[true]` is not a token id (lax validation turned
+# them into 1.0 and 1; the schema fuzz found it). JSON integers are still accepted for floats.
+_STRICT = ConfigDict(extra="ignore", strict=True)
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
 
 class StreamOptions(BaseModel):
+    model_config = _STRICT
+
     include_usage: bool = False
 
 
 class TextPart(BaseModel):
+    model_config = _STRICT
+
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
