@@ -189,6 +189,12 @@ class DocumentStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
 
+    def _rollback(self) -> None:
+        """Undo the open transaction, if SQLite has not already (it rolls back by itself on a full
+        disk, and a second ROLLBACK would hide that error behind "no transaction is active")."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -282,7 +288,7 @@ class DocumentStore:
                     new_ids.append(cur.lastrowid)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return np.array(new_ids, dtype=np.int64), np.array(removed, dtype=np.int64)
 
@@ -310,7 +316,7 @@ class DocumentStore:
                 db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return ids, np.array(removed, dtype=np.int64)
 
