@@ -81,9 +81,10 @@ class ServerProcess:
                 pass
         return {"rss_mib": round(rss / 2**20, 1), "open_files": files, "rss_mib_by_process": each}
 
-    def stop(self) -> int:
+    def _signal_and_wait(self, send) -> int:
+        """Send a signal, wait up to 90 s for the exit, then SIGKILL the whole group."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
+            send()
             try:
                 self.proc.wait(90)
             except subprocess.TimeoutExpired:
@@ -91,16 +92,13 @@ class ServerProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    def stop(self) -> int:
+        """SIGINT to the whole group, as Ctrl-C in a terminal does."""
+        return self._signal_and_wait(lambda: os.killpg(self.proc.pid, signal.SIGINT))
+
     def terminate(self) -> int:
         """SIGTERM to the server alone, as a process manager sends it; it must stop its engine."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return self._signal_and_wait(lambda: self.proc.send_signal(signal.SIGTERM))
 
     def leftovers(self, grace: float = 30) -> bool:
         """Whether any process of the server's group (engine core, workers) outlived it."""
