@@ -181,7 +181,7 @@ def optimize(url: str, key: str | None, domain: str, spec_path: Path, apply: boo
         task = bar.add_task(f"scoring templates for {domain}", total=None)
 
         def show(p: dict) -> None:
-            bar.update(task, total=p["documents_total"] or None, completed=p["documents_done"])
+            bar.update(task, total=p["examples_total"] or None, completed=p["examples_done"])
 
         job = follow_job(client, resp.json(), show, poll=0.5)
     result = job["optimization"]

@@ -48,7 +48,20 @@ class EngineSettings(BaseModel):
         0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU machines only)."
     )
     max_num_seqs: int = Field(32, ge=1, le=1024, description="Most sequences the engine batches in one step.")
-    max_loras: int = Field(4, ge=1, le=64, description="LoRA adapters resident in one batch.")
+    max_loras: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="Different LoRA adapters active in one batch (least recently used leave first); "
+        "0 turns LoRA off.",
+    )
+    max_cpu_loras: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="LoRA adapters kept loaded in memory (least recently used are dropped and "
+        "reloaded from disk when asked for again); at least max_loras.",
+    )
     max_lora_rank: int = Field(
         16, ge=1, le=512, description="Largest LoRA rank accepted (and pre-allocated by vLLM)."
     )
@@ -127,6 +140,30 @@ class KnowledgeSettings(BaseModel):
     )
 
 
+class TrainingSettings(BaseModel):
+    """Fine-tuning inside the service: training files, the trainer process and its limits."""
+
+    threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="CPU threads of the trainer process; 0 takes half the cores, so serving keeps "
+        "the other half.",
+    )
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest training or validation file accepted (413 beyond)."
+    )
+    max_examples: int = Field(50_000, ge=1, description="Most lines in one training file.")
+    max_example_tokens: int = Field(
+        1024,
+        ge=16,
+        description="Examples longer than this (prompt + answer, in backbone tokens) are refused at "
+        "job creation with the line that is too long.",
+    )
+    max_rank: int = Field(64, ge=1, le=512, description="Largest LoRA rank a job may ask for.")
+    max_epochs: int = Field(50, ge=1, le=1000, description="Largest n_epochs a job may ask for.")
+
+
 def _split_keys(value: object) -> object:
     if isinstance(value, str):
         return [k.strip() for k in value.split(",") if k.strip()]
@@ -190,6 +227,14 @@ class Settings(BaseSettings):
         0.9, gt=0.0, le=1.0, description="top_p when a request sets none (SmolLM2's recommendation)."
     )
     max_n: int = Field(8, ge=1, le=128, description="Largest `n` (choices per request) accepted.")
+    adapters_dir: Path | None = Field(
+        None,
+        description="Folder of LoRA adapters: paths given to the adapter routes must lie inside it. "
+        "Empty means `<data dir>/adapters`.",
+    )
+    max_adapter_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1024, description="Largest adapter weights file accepted (413 beyond)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
     )
@@ -200,6 +245,9 @@ class Settings(BaseSettings):
         default_factory=KnowledgeSettings,
         description="Knowledge-store settings (TAILOR_KNOWLEDGE__*).",
     )
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings, description="Fine-tuning settings (TAILOR_TRAINING__*)."
+    )
 
     _split_api = field_validator("api_keys", "admin_keys", mode="before")(_split_keys)
 
@@ -208,6 +256,10 @@ class Settings(BaseSettings):
         if set(self.api_keys) & set(self.admin_keys):
             raise ValueError("a key cannot be both a query key and an admin key")
         return self
+
+    @property
+    def adapters_path(self) -> Path:
+        return self.adapters_dir if self.adapters_dir is not None else self.data_dir / "adapters"
 
     @property
     def auth_enabled(self) -> bool:

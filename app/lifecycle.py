@@ -36,11 +36,22 @@ def attach_engine(state: AppState, engine: Engine) -> None:
         base_root=engine.model,
         context_window=engine.max_model_len,
         domains=state.domains.names if state.domains else list,
-        has_domain=state.domains.exists if state.domains else (lambda name: False),
+        profile=state.domains.get if state.domains else (lambda name: None),
+        adapters=state.adapters.registry if state.adapters else None,
     )
     state.engine = engine
     state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)
     state.engine_status, state.engine_reason = "ready", None
+
+
+async def restore_adapters(state: AppState) -> None:
+    """Re-check the persisted adapters against the started engine (failures are set aside)."""
+    if state.adapters is None:
+        return
+    try:
+        await state.adapters.restore()
+    except Exception:  # noqa: BLE001 - adapters must never keep the service from serving
+        log.exception("restoring adapters failed")
 
 
 def _announce(state: AppState) -> None:
@@ -116,6 +127,8 @@ class EngineSupervisor:
                 backoff = min(backoff * 2, s.retry_backoff_max_s)
                 continue
             attach_engine(self.state, engine)
+            if not served:
+                await restore_adapters(self.state)
             _announce(self.state)
             attempts, backoff, served = 0, s.retry_backoff_s, True
             while engine.ready:

@@ -13,26 +13,48 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import APIRouter, Depends, FastAPI
 
 from app import __version__
-from app.api import admin, chat, completions, documents, domains, errors, health, jobs, models
+from app.adapters.registry import AdapterRegistry
+from app.adapters.service import AdapterService
+from app.api import adapters, admin, chat, completions, documents, domains, errors, health, jobs, models
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.config import Settings
 from app.domains.registry import DomainRegistry
 from app.domains.store import ProfileStore
 from app.engine import Engine, build_engine
-from app.jobs import JobManager
+from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
-from app.lifecycle import EngineSupervisor, FatalHook, attach_engine, load_embedder, start_up
+from app.lifecycle import (
+    EngineSupervisor,
+    FatalHook,
+    attach_engine,
+    load_embedder,
+    restore_adapters,
+    start_up,
+)
 from app.models.prepare import resolve_backbone, resolve_embedder
 from app.protocol.errors import error_responses
 from app.state import AppState
 
 
 def _body_limit(settings: Settings, path: str) -> int:
-    """Uploads to a domain's documents get the upload limit; every other body the JSON limit."""
+    """Uploads (documents, adapters, training files) get their limits; every other body the JSON limit."""
     if path.startswith("/v1/domains/") and path.rstrip("/").endswith("/documents"):
         return settings.knowledge.max_upload_bytes
+    if path.rstrip("/") == "/v1/adapters":
+        return settings.max_adapter_bytes + 1024 * 1024
+    if path.rstrip("/") == "/v1/files":
+        return settings.training.max_file_bytes + 64 * 1024
     return settings.max_body_bytes
+
+
+def _name_owner(state: AppState, name: str) -> str | None:
+    """What already answers to ``name`` as a model: the backbone or a domain (adapters checked apart)."""
+    if state.catalog is not None and name == state.catalog.base_name:
+        return "the base model"
+    if state.domains is not None and state.domains.exists(name):
+        return "a domain"
+    return None
 
 
 def create_app(
@@ -60,9 +82,17 @@ def create_app(
             settings.data_dir / "collections", resolve_embedder(settings.embedder), settings.knowledge
         )
         state.jobs = JobManager(settings.data_dir / "jobs.sqlite")
+        state.runner = JobRunner(state.jobs)
         state.domains = DomainRegistry(ProfileStore(settings.data_dir / "domains"), state.knowledge)
+        state.adapters = AdapterService(
+            AdapterRegistry(settings.adapters_path),
+            engine=lambda: state.engine,
+            name_taken=lambda name: _name_owner(state, name),
+            max_bytes=settings.max_adapter_bytes,
+        )
         if engine is not None:
             attach_engine(state, engine)
+            await restore_adapters(state)
             task = asyncio.create_task(load_embedder(state))
             supervisor = None
         else:
@@ -74,9 +104,11 @@ def create_app(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+            await state.runner.close()
             if supervisor is not None:
                 state.engine, state.engine_status = None, "stopped"
                 await supervisor.stop()
+            await state.adapters.close()
             await asyncio.to_thread(state.knowledge.close)
             state.jobs.close()
 
@@ -85,7 +117,7 @@ def create_app(
     errors.install(app)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)], responses=error_responses())
-    for module in (chat, completions, models, domains, documents, jobs, admin):
+    for module in (chat, completions, models, domains, documents, adapters, jobs, admin):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

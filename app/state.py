@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from app.adapters.service import AdapterService
 from app.config import Settings
 from app.domains.registry import DomainRegistry
 from app.engine import Engine
-from app.jobs import JobManager
+from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.serving.metrics import Metrics
 from app.serving.models import ModelCatalog
@@ -24,7 +25,9 @@ class AppState:
     catalog: ModelCatalog | None = None
     knowledge: KnowledgeBase | None = None
     jobs: JobManager | None = None
+    runner: JobRunner | None = None
     domains: DomainRegistry | None = None
+    adapters: AdapterService | None = None
     #: What the engine is doing while it is not serving (set by the start-up task and supervisor).
     engine_status: EngineStatus = "starting"
     #: Why it is not serving: the last start-up failure, in one line.

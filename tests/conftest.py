@@ -39,7 +39,7 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> 
     return Settings(
         data_dir=tmp_path_factory.mktemp("data"),
         model=model_path,
-        engine={"max_model_len": 2048, "kv_cache_space_gib": 1, "max_num_seqs": 16},
+        engine={"max_model_len": 2048, "kv_cache_space_gib": 1, "max_num_seqs": 16, "max_loras": 2},
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine import Engine, EngineInput, OutputDelta, SamplingOptions
+from app.engine import AdapterRef, Engine, EngineInput, EngineRequest, OutputDelta
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ScriptedEngine(Engine):
         self.script = script
         self.model = real.model
         self.max_model_len = real.max_model_len
+        self.max_lora_rank = real.max_lora_rank
         self.alive = False
 
     async def start(self) -> None:
@@ -53,17 +54,21 @@ class ScriptedEngine(Engine):
         return self.real.stats()
 
     async def continuation_logprob(
-        self, prompt: EngineInput, continuation: list[int], request_id: str
+        self, prompt: EngineInput, continuation: list[int], request_id: str, adapter: AdapterRef | None = None
     ) -> float:
-        return await self.real.continuation_logprob(prompt, continuation, request_id)
+        return await self.real.continuation_logprob(prompt, continuation, request_id, adapter)
 
-    async def generate(
-        self, prompt: EngineInput, options: SamplingOptions, request_id: str
-    ) -> AsyncIterator[list[OutputDelta]]:
+    async def add_adapter(self, adapter: AdapterRef) -> None:
+        await self.real.add_adapter(adapter)
+
+    async def remove_adapter(self, adapter: AdapterRef) -> None:
+        await self.real.remove_adapter(adapter)
+
+    async def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
         error, sent = self.script.generate_error, 0
         if error is not None and self.script.fail_after == 0:
             raise error
-        async for deltas in self.real.generate(prompt, options, request_id):
+        async for deltas in self.real.generate(request, request_id):
             yield deltas
             sent += 1
             if error is not None and sent >= self.script.fail_after:

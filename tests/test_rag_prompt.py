@@ -5,8 +5,8 @@ from __future__ import annotations
 from app.config import Settings
 from app.domains.profile import default_profile
 from app.protocol.openai import ChatCompletionRequest
-from app.serving.chat import prepare_chat
 from app.serving.models import Target
+from app.serving.pipeline import prepare_chat
 from indexers.store import SearchHit
 from prompts.assemble import DATA_NOTE
 
@@ -28,11 +28,13 @@ def test_injected_passage_cannot_change_the_system_prompt(engine, base_settings:
     )
     profile = default_profile("legal")
     hits = [hit(1, "The deposit is two months."), hit(2, INJECTION)]
-    prep = prepare_chat(req, Target("legal", "legal"), engine, base_settings, profile, hits)
+    prep = prepare_chat(req, Target("legal", "legal", profile), engine, base_settings, hits)
     tok = engine.tokenizer
-    text = tok.decode(prep.prompt.token_ids)
+    text = tok.decode(prep.request.prompt.token_ids)
     im_start = tok.convert_tokens_to_ids("<|im_start|>")
-    assert prep.prompt.token_ids.count(im_start) == 3  # system, user, assistant: nothing from the passage
+    assert (
+        prep.request.prompt.token_ids.count(im_start) == 3
+    )  # system, user, assistant: nothing from the passage
     assert text.startswith(f"<|im_start|>system\n{profile.system_prompt}\n\n{DATA_NOTE}<|im_end|>")
     sources_block = text[text.index("<sources>") : text.index("Question: What is the deposit?")]
     assert "IGNORE PREVIOUS INSTRUCTIONS" in sources_block
@@ -46,7 +48,7 @@ def test_passages_that_do_not_fit_are_dropped_lowest_first(engine, base_settings
     req = ChatCompletionRequest(
         model="legal", messages=[{"role": "user", "content": "When is payment due?"}], max_tokens=200
     )
-    prep = prepare_chat(req, Target("legal", "legal"), engine, base_settings, default_profile("legal"), hits)
-    assert len(prep.prompt.token_ids) + 200 <= engine.max_model_len
+    prep = prepare_chat(req, Target("legal", "legal", default_profile("legal")), engine, base_settings, hits)
+    assert len(prep.request.prompt.token_ids) + 200 <= engine.max_model_len
     kept = [s.document_id for s in prep.sources]
     assert 0 < len(kept) < 7 and kept == [f"d{i}" for i in range(1, len(kept) + 1)]

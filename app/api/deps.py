@@ -10,11 +10,12 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.domains.registry import DomainRegistry
 from app.engine import Engine
-from app.jobs import JobManager
+from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.protocol.errors import APIError
 from app.serving.metrics import Metrics
 from app.serving.models import ModelCatalog
+from app.serving.pipeline import Pipeline
 from app.state import AppState
 
 Scope = Literal["query", "admin"]
@@ -61,6 +62,12 @@ def get_jobs(state: StateDep) -> JobManager:
     return state.jobs
 
 
+def get_runner(state: StateDep) -> JobRunner:
+    if state.runner is None:
+        raise APIError(503, "The job runner is not ready.", code="jobs_unavailable")
+    return state.runner
+
+
 def get_domains(state: StateDep) -> DomainRegistry:
     if state.domains is None:
         raise APIError(503, "The domain registry is not ready.", code="domains_unavailable")
@@ -71,9 +78,19 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DomainsDep = Annotated[DomainRegistry, Depends(get_domains)]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+
+
+def get_pipeline(
+    engine: EngineDep, catalog: CatalogDep, knowledge: KnowledgeDep, settings: SettingsDep
+) -> Pipeline:
+    return Pipeline(engine, catalog, knowledge, settings)
+
+
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 
 
 def _matches(key: str, keys: list[str]) -> bool:

@@ -11,17 +11,17 @@ from fastapi.responses import JSONResponse
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, JobsDep, KnowledgeDep, SettingsDep
 from app.knowledge.base import KnowledgeBase, UnknownDomain, check_domain_name
-from app.knowledge.ingestion import OUT_OF_SPACE, job_public, read_sources, start_ingest
+from app.knowledge.ingestion import OUT_OF_SPACE, read_sources, start_ingest
 from app.protocol.documents import (
     DocumentList,
     DocumentPublic,
     IngestResponse,
-    JobPublic,
     SearchHitPublic,
     SearchRequest,
     SearchResponse,
 )
 from app.protocol.errors import APIError
+from app.protocol.jobs import JobPublic, job_public
 from indexers.store import Collection
 from indexers.store.sqlite_store import FilterError
 

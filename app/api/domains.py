@@ -9,19 +9,27 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.cleanjson import CleanJSONRoute
-from app.api.deps import AdminDep, DomainsDep, EngineDep, JobsDep, KnowledgeDep, SettingsDep
-from app.domains.optimize import Optimizer
+from app.api.deps import (
+    AdminDep,
+    CatalogDep,
+    DomainsDep,
+    EngineDep,
+    JobsDep,
+    KnowledgeDep,
+    RunnerDep,
+    SettingsDep,
+    StateDep,
+)
 from app.domains.profile import DomainProfileIn
 from app.domains.registry import DomainRegistry
 from app.knowledge.base import check_domain_name
-from app.knowledge.ingestion import job_public
-from app.protocol.documents import JobPublic
 from app.protocol.domains import DomainList, DomainPublic, KnowledgeStats, OptimizeRequest
 from app.protocol.errors import APIError
+from app.protocol.jobs import JobPublic, job_public
+from app.serving.optimize import Optimizer, describe_engine_failure
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=CleanJSONRoute, prefix="/domains", tags=["domains"])
-_running: set[asyncio.Task] = set()  # keep optimization tasks referenced until they finish
 
 
 def _name(name: str) -> str:
@@ -67,13 +75,17 @@ async def get_domain(name: str, domains: DomainsDep) -> DomainPublic:
     responses={201: {"model": DomainPublic, "description": "Created"}},
 )
 async def put_domain(
-    name: str, body: DomainProfileIn, domains: DomainsDep, settings: SettingsDep
+    name: str, body: DomainProfileIn, domains: DomainsDep, settings: SettingsDep, state: StateDep
 ) -> JSONResponse:
     """Create or replace a profile; the version grows on every replace."""
     name = _name(name)
-    if name == settings.served_model_name:
+    base = state.catalog.base_name if state.catalog is not None else settings.served_model_name
+    if name == base:
         raise APIError(409, f"'{name}' is the backbone's name.", param="name", code="name_taken")
-    domains.check_references(body)
+    registry = state.adapters.registry if state.adapters is not None else None
+    if registry is not None and registry.get(name) is not None:
+        raise APIError(409, f"'{name}' is the name of a LoRA adapter.", param="name", code="name_taken")
+    domains.check_references(body, lambda a: registry is not None and registry.get(a) is not None)
     _, created = await asyncio.to_thread(domains.profiles.put, name, body)
     public = await asyncio.to_thread(_public, domains, name)
     return JSONResponse(public.model_dump(mode="json"), status_code=201 if created else 200)
@@ -96,14 +108,15 @@ async def optimize(
     body: OptimizeRequest,
     domains: DomainsDep,
     jobs: JobsDep,
+    runner: RunnerDep,
     engine: EngineDep,
+    catalog: CatalogDep,
     knowledge: KnowledgeDep,
     settings: SettingsDep,
 ) -> JobPublic:
     """Score candidate templates on held-out examples as a job; `apply` stores the winner."""
     name = _name(name)
-    profile = domains.get(name)
-    if profile is None:
+    if domains.get(name) is None:
         raise APIError(404, f"No domain '{name}'.", param="name", code="domain_not_found")
     try:
         for t in body.candidates:
@@ -112,37 +125,25 @@ async def optimize(
         raise APIError(
             422, f"Invalid candidate template: {exc}", param="candidates", code="invalid_template"
         ) from exc
-    job = jobs.create(
-        "optimize", name, {"documents_total": 0, "documents_done": 0, "chunks_total": 0, "chunks_done": 0}
-    )
+    target = catalog.resolve(name)
+    job = jobs.create("optimize", name, {"examples_total": 0, "examples_done": 0})
 
     def progress(done: int, total: int) -> None:
-        # progress is reported in the job's generic counters: examples scored / to score
-        jobs.update(
-            job,
-            progress={"documents_total": total, "documents_done": done, "chunks_total": 0, "chunks_done": 0},
-        )
+        jobs.update(job, progress={"examples_total": total, "examples_done": done})
 
-    async def run() -> None:
-        jobs.update(job, status="running")
-        try:
-            result = await Optimizer(engine, knowledge, settings, profile, body, progress).run()
-            if body.apply:
-                current = domains.profiles.get(name) or profile
-                update = DomainProfileIn(
-                    **{
-                        **current.model_dump(include=set(DomainProfileIn.model_fields)),
-                        "template": body.candidates[result.best],
-                    }
-                )
-                stored, _ = await asyncio.to_thread(domains.profiles.put, name, update)
-                result.applied, result.profile_version = True, stored.version
-            jobs.update(job, status="succeeded", result={"optimization": result.model_dump()}, force=True)
-        except Exception as exc:  # noqa: BLE001 - recorded on the job
-            log.exception("optimization job %s failed", job.id)
-            jobs.update(job, status="failed", error=f"{type(exc).__name__}: {exc}")
+    async def run() -> dict:
+        result = await Optimizer(engine, knowledge, settings, target, body, progress).run()
+        if body.apply:
+            current = domains.profiles.get(name) or target.profile
+            update = DomainProfileIn(
+                **{
+                    **current.model_dump(include=set(DomainProfileIn.model_fields)),
+                    "template": body.candidates[result.best],
+                }
+            )
+            stored, _ = await asyncio.to_thread(domains.profiles.put, name, update)
+            result.applied, result.profile_version = True, stored.version
+        return {"optimization": result.model_dump()}
 
-    task = asyncio.create_task(run())
-    _running.add(task)
-    task.add_done_callback(_running.discard)
+    runner.start(job, run, describe_engine_failure)
     return job_public(job)

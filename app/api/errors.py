@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.adapters.errors import AdapterError
 from app.protocol.errors import APIError
 from indexers.durable import is_disk_full
 
@@ -27,6 +28,10 @@ def _param(loc: tuple) -> str | None:
 
 async def api_error(_: Request, exc: APIError) -> JSONResponse:
     return _response(exc)
+
+
+async def adapter_error(_: Request, exc: AdapterError) -> JSONResponse:
+    return _response(APIError(exc.status, exc.message, param=exc.param, code=exc.code))
 
 
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -59,6 +64,7 @@ async def unhandled(_: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(AdapterError, adapter_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unhandled)

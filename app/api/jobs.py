@@ -8,9 +8,8 @@ from fastapi import APIRouter
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import JobsDep
-from app.knowledge.ingestion import job_public
-from app.protocol.documents import JobPublic
 from app.protocol.errors import APIError
+from app.protocol.jobs import JobPublic, job_public
 
 router = APIRouter(route_class=CleanJSONRoute, tags=["jobs"])
 

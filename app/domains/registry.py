@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.domains.profile import DomainProfile, DomainProfileIn, default_profile
 from app.domains.store import ProfileStore
 from app.knowledge.base import KnowledgeBase
@@ -26,8 +28,8 @@ class DomainRegistry:
         return profile
 
     @staticmethod
-    def check_references(body: DomainProfileIn) -> None:
-        """Soft prompts and adapters must exist; their registries arrive in later releases."""
+    def check_references(body: DomainProfileIn, adapter_exists: Callable[[str], bool]) -> None:
+        """Soft prompts and adapters must exist (the soft-prompt registry arrives in a later release)."""
         if body.soft_prompt is not None:
             raise APIError(
                 422,
@@ -35,10 +37,10 @@ class DomainRegistry:
                 param="soft_prompt",
                 code="unknown_soft_prompt",
             )
-        if body.adapter is not None:
+        if body.adapter is not None and not adapter_exists(body.adapter):
             raise APIError(
                 422,
-                f"No adapter named '{body.adapter}' (none are loaded yet).",
+                f"No adapter named '{body.adapter}' is loaded (see GET /v1/adapters).",
                 param="adapter",
                 code="unknown_adapter",
             )

@@ -5,10 +5,12 @@ async engine. A remote vLLM fleet is another implementation of the same interfac
 """
 
 from app.engine.base import (
+    AdapterRef,
     Engine,
     EngineError,
     EngineInput,
     EngineOverloaded,
+    EngineRequest,
     EngineUnavailable,
     InvalidEngineRequest,
     OutputDelta,
@@ -17,9 +19,11 @@ from app.engine.base import (
 from app.engine.factory import build_engine
 
 __all__ = [
+    "AdapterRef",
     "Engine",
     "EngineError",
     "EngineInput",
+    "EngineRequest",
     "EngineOverloaded",
     "EngineUnavailable",
     "InvalidEngineRequest",

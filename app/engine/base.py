@@ -1,8 +1,10 @@
 """What the service needs of a backbone, independent of how it is served.
 
-Inputs are token ids (built by the server from its own tokenizer and templates); later releases add
-server-built prompt embeddings and a LoRA name to ``EngineInput``. Outputs are per-choice text
-deltas, so streaming and non-streaming responses are built from the same events.
+One ``EngineRequest`` carries everything a generation needs: the prompt (token ids built by the
+server from its own tokenizer and templates; server-built prompt embeddings join it with soft
+prompts), the sampling options and an optional LoRA adapter. Routes build requests and never change
+when the request grows. Outputs are per-choice text deltas, so streaming and non-streaming
+responses are built from the same events.
 """
 
 from __future__ import annotations
@@ -69,6 +71,36 @@ class EngineInput:
 
     token_ids: list[int]
 
+    @property
+    def length(self) -> int:
+        """Positions the prompt takes in the context window."""
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter as the engine loads it: a unique id per (name, weights) and a local folder.
+
+    A replaced adapter gets a new id, so an engine never serves cached weights of the old one.
+    """
+
+    name: str
+    id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One generation: prompt, sampling and the adapter (None: the bare backbone)."""
+
+    prompt: EngineInput
+    options: SamplingOptions
+    adapter: AdapterRef | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prompt.length
+
 
 @dataclass(frozen=True)
 class OutputDelta:
@@ -112,17 +144,25 @@ class Engine(abc.ABC):
     def tokenizer(self) -> Any:
         """A Hugging Face tokenizer matching the backbone (chat template included)."""
 
+    #: Largest LoRA rank the engine accepts; 0 when LoRA is off.
+    max_lora_rank: int = 0
+
     @abc.abstractmethod
-    def generate(
-        self, prompt: EngineInput, options: SamplingOptions, request_id: str
-    ) -> AsyncIterator[list[OutputDelta]]:
+    def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
         """Stream output deltas; closing the iterator aborts the request in the engine."""
 
     @abc.abstractmethod
     async def continuation_logprob(
-        self, prompt: EngineInput, continuation: list[int], request_id: str
+        self, prompt: EngineInput, continuation: list[int], request_id: str, adapter: AdapterRef | None = None
     ) -> float:
         """Sum of log-probabilities the model gives ``continuation`` right after ``prompt``."""
+
+    async def add_adapter(self, adapter: AdapterRef) -> None:
+        """Load an adapter's weights now (so a bad one fails here, not at its first request)."""
+        raise InvalidEngineRequest("this engine serves no LoRA adapters")
+
+    async def remove_adapter(self, adapter: AdapterRef) -> None:  # noqa: B027 - optional
+        """Drop an adapter's weights from the engine's caches (no-op if not loaded)."""
 
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...

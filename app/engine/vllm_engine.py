@@ -2,7 +2,9 @@
 
 This is the only module that imports vLLM. It applies the CPU settings that matter on small
 machines (KV-cache space, thread binding, eager mode) and turns prompt embeddings and LoRA on
-from the start, since soft prompts and per-request adapters are served through them.
+from the start, since soft prompts and per-request adapters are served through them
+(``TAILOR_ENGINE__MAX_LORAS=0`` turns LoRA off). ``app.engine.lora_guard`` corrects vLLM's CPU
+LoRA kernels inside the engine's processes.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 from app.config import EngineSettings
 from app.engine.base import (
+    AdapterRef,
     Engine,
     EngineInput,
     EngineOverloaded,
+    EngineRequest,
     EngineStats,
     EngineUnavailable,
     InvalidEngineRequest,
@@ -51,6 +56,14 @@ def _apply_environment(settings: EngineSettings, on_gpu: bool) -> None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
 
 
+def _vllm_rank(rank: int) -> int:
+    """vLLM pre-allocates LoRA slots for one of a few ranks: the smallest that holds ``rank``."""
+    for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):
+        if allowed >= rank:
+            return allowed
+    return 512
+
+
 class VLLMEngine(Engine):
     """vLLM ``AsyncLLM`` embedded in the service process."""
 
@@ -61,6 +74,8 @@ class VLLMEngine(Engine):
         self._llm: Any = None
         self._tokenizer: Any = None
         self._running = 0
+        self._adapter_users: Counter[int] = Counter()
+        self.max_lora_rank = settings.max_lora_rank if settings.max_loras > 0 else 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _engine_args(self, on_gpu: bool) -> Any:
@@ -80,13 +95,17 @@ class VLLMEngine(Engine):
             "max_num_seqs": s.max_num_seqs,
             "enforce_eager": s.enforce_eager,
             "enable_prompt_embeds": True,
-            "enable_lora": True,
-            "max_loras": s.max_loras,
-            "max_lora_rank": s.max_lora_rank,
             "seed": s.seed,
             "disable_log_stats": True,
             "enable_log_requests": False,
         }
+        if s.max_loras > 0:
+            kwargs |= {
+                "enable_lora": True,
+                "max_loras": s.max_loras,
+                "max_cpu_loras": max(s.max_cpu_loras, s.max_loras),
+                "max_lora_rank": _vllm_rank(s.max_lora_rank),
+            }
         if on_gpu:
             kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
         return AsyncEngineArgs(**kwargs)
@@ -103,6 +122,9 @@ class VLLMEngine(Engine):
         log.info("engine ready: %s, window %d tokens", self.model, self.max_model_len)
 
     def _load(self) -> None:
+        from app.engine.lora_guard import install
+
+        install()  # this process too (vLLM loads it in its engine processes as a plugin)
         from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -132,9 +154,36 @@ class VLLMEngine(Engine):
     def stats(self) -> EngineStats:
         return EngineStats(running_requests=self._running)
 
+    # -- adapters ------------------------------------------------------------------------------
+    @staticmethod
+    def _lora_request(adapter: AdapterRef | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter.name, adapter.id, adapter.path)
+
+    async def add_adapter(self, adapter: AdapterRef) -> None:
+        if not self.max_lora_rank:
+            raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
+        if not self.ready:
+            raise EngineUnavailable("the engine is not running")
+        try:
+            await self._llm.add_lora(self._lora_request(adapter))
+        except Exception as exc:  # noqa: BLE001 - vLLM's loader raises plain errors
+            raise InvalidEngineRequest(f"the engine could not load the adapter: {exc}") from exc
+
+    async def remove_adapter(self, adapter: AdapterRef) -> None:
+        """Drop the weights once no running request uses them (so unloading never cuts one off)."""
+        while self._adapter_users[adapter.id] > 0:
+            await asyncio.sleep(0.05)
+        self._adapter_users.pop(adapter.id, None)
+        if self.ready and self.max_lora_rank:
+            await self._llm.remove_lora(adapter.id)
+
     # -- scoring -------------------------------------------------------------------------------
     async def continuation_logprob(
-        self, prompt: EngineInput, continuation: list[int], request_id: str
+        self, prompt: EngineInput, continuation: list[int], request_id: str, adapter: AdapterRef | None = None
     ) -> float:
         """Scored token by token on the ordinary decode path.
 
@@ -152,11 +201,15 @@ class VLLMEngine(Engine):
         if len(prompt.token_ids) + len(continuation) >= self.max_model_len:
             raise InvalidEngineRequest("the prompt and continuation do not fit the window")
         total = 0.0
+        lora = self._lora_request(adapter)
         for j, token in enumerate(continuation):
             params = SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=[token], logprobs=0)
             ids = prompt.token_ids + continuation[:j]
             final = None
-            async for out in self._llm.generate({"prompt_token_ids": ids}, params, f"{request_id}-{j}"):
+            stream = self._llm.generate(
+                {"prompt_token_ids": ids}, params, f"{request_id}-{j}", lora_request=lora
+            )
+            async for out in stream:
                 final = out
             step = final.outputs[0].logprobs[0]
             total += float(step[token].logprob)
@@ -188,17 +241,21 @@ class VLLMEngine(Engine):
         except ValueError as exc:  # vLLM's validation errors subclass ValueError
             raise InvalidEngineRequest(str(exc)) from exc
 
-    async def generate(
-        self, prompt: EngineInput, options: SamplingOptions, request_id: str
-    ) -> AsyncIterator[list[OutputDelta]]:
+    async def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
         from vllm.exceptions import GracefulHTTPError, VLLMClientError
 
         if not self.ready:
             raise EngineUnavailable("the engine is not running")
-        params = self._sampling_params(options)
+        if request.adapter is not None and not self.max_lora_rank:
+            raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
+        params = self._sampling_params(request.options)
+        lora = self._lora_request(request.adapter)
         self._running += 1
+        if request.adapter is not None:
+            self._adapter_users[request.adapter.id] += 1
         try:
-            stream = self._llm.generate({"prompt_token_ids": prompt.token_ids}, params, request_id)
+            prompt = {"prompt_token_ids": request.prompt.token_ids}
+            stream = self._llm.generate(prompt, params, request_id, lora_request=lora)
             async for out in stream:
                 yield [
                     OutputDelta(
@@ -216,3 +273,5 @@ class VLLMEngine(Engine):
             raise InvalidEngineRequest(str(exc)) from exc
         finally:
             self._running -= 1
+            if request.adapter is not None:
+                self._adapter_users[request.adapter.id] -= 1

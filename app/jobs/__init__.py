@@ -1,5 +1,6 @@
-"""Long-running work (ingestion now, training later) as jobs with progress, persisted in SQLite."""
+"""Long-running work (ingestion, template optimization, training) as typed jobs, persisted in SQLite."""
 
-from app.jobs.manager import Job, JobManager
+from app.jobs.manager import FINAL, Job, JobManager, Kind
+from app.jobs.runner import JobRunner
 
-__all__ = ["Job", "JobManager"]
+__all__ = ["FINAL", "Job", "JobManager", "JobRunner", "Kind"]

@@ -1,4 +1,4 @@
-"""Jobs: status, progress and results, persisted so they survive a restart.
+"""Jobs: kind, status, progress, events and results, persisted so they survive a restart.
 
 A job's state lives in memory while it runs and is written to ``<data_dir>/jobs.sqlite`` on every
 change of status and at most every half second of progress. Jobs that were queued or running when
@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
-Status = Literal["queued", "running", "succeeded", "failed", "interrupted"]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+Kind = Literal["ingest", "optimize", "train"]
+FINAL: tuple[str, ...] = ("succeeded", "failed", "cancelled", "interrupted")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -33,13 +35,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, seq);
 """
 
 
 @dataclass
 class Job:
     id: str
-    kind: str
+    kind: Kind
     domain: str | None
     status: Status = "queued"
     progress: dict[str, Any] = field(default_factory=dict)
@@ -103,8 +114,22 @@ class JobManager:
             ),
         )
 
-    def create(self, kind: str, domain: str | None, progress: dict[str, Any] | None = None) -> Job:
-        job = Job(id=f"job-{uuid.uuid4().hex}", kind=kind, domain=domain, progress=progress or {})
+    def create(
+        self,
+        kind: Kind,
+        domain: str | None,
+        progress: dict[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        result: Any = None,
+    ) -> Job:
+        job = Job(
+            id=job_id or f"job-{uuid.uuid4().hex}",
+            kind=kind,
+            domain=domain,
+            progress=progress or {},
+            result=result,
+        )
         with self._lock:
             self._live[job.id] = job
             self._write(job)
@@ -118,7 +143,7 @@ class JobManager:
             written = False
             if force or "status" in changes or time.monotonic() - self._last_write.get(job.id, 0) > 0.5:
                 written = self._write(job)
-            if written and job.status in ("succeeded", "failed", "interrupted"):
+            if written and job.status in FINAL:
                 self._live.pop(job.id, None)  # from now on read from SQLite
                 self._last_write.pop(job.id, None)
 
@@ -134,3 +159,39 @@ class JobManager:
         data["progress"] = json.loads(data["progress"])
         data["result"] = json.loads(data["result"]) if data["result"] else None
         return Job(**data)
+
+    def list(self, kind: Kind, *, after: str | None = None, limit: int = 20) -> list[Job]:
+        """Jobs of ``kind``, newest first, starting after the job ``after`` (OpenAI's pagination)."""
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM jobs WHERE kind = ? ORDER BY created_at DESC, id DESC", (kind,)
+                )
+            ]
+        if after is not None:
+            ids = ids[ids.index(after) + 1 :] if after in ids else []
+        return [j for j in (self.get(i) for i in ids[:limit]) if j is not None]
+
+    def add_event(self, job_id: str, message: str, *, level: str = "info", data: dict | None = None) -> None:
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO job_events (job_id, created_at, level, message, data) VALUES (?,?,?,?,?)",
+                    (job_id, time.time(), level, message, None if data is None else json.dumps(data)),
+                )
+            except sqlite3.Error as exc:
+                log.warning("event of job %s not persisted: %s", job_id, exc)
+
+    def events(self, job_id: str, *, after: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Events newest first (as OpenAI lists them); ``after`` is an event's sequence number."""
+        query = "SELECT * FROM job_events WHERE job_id = ?"
+        args: list[Any] = [job_id]
+        if after is not None:
+            query += " AND seq < ?"
+            args.append(after)
+        query += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [{**dict(r), "data": json.loads(r["data"]) if r["data"] else None} for r in rows]

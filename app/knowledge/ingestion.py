@@ -12,11 +12,11 @@ from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from app.api.cleanjson import loads
 from app.config import KnowledgeSettings
 from app.jobs import Job, JobManager
 from app.knowledge.base import KnowledgeBase
-from app.protocol.documents import DocumentsIn, IngestResultPublic, JobPublic, ProgressPublic
+from app.protocol.cleanjson import loads
+from app.protocol.documents import DocumentsIn, IngestResultPublic
 from app.protocol.errors import APIError
 from indexers.durable import is_disk_full
 from indexers.ingest import IngestResult, Progress, Source
@@ -113,23 +113,6 @@ OUT_OF_SPACE = "insufficient storage"
 
 def _public(result: IngestResult) -> dict[str, Any]:
     return IngestResultPublic(**asdict(result)).model_dump()
-
-
-def job_public(job: Job) -> JobPublic:
-    result = job.result or {}
-    return JobPublic(
-        id=job.id,
-        kind=job.kind,
-        domain=job.domain,
-        status=job.status,
-        progress=ProgressPublic(**job.progress),
-        results=result.get("results", []),
-        errors=result.get("errors", []),
-        error=job.error,
-        optimization=result.get("optimization"),
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-    )
 
 
 async def start_ingest(

@@ -65,28 +65,6 @@ class IngestResultPublic(BaseModel):
     parent_id: str | None = None
 
 
-class ProgressPublic(BaseModel):
-    documents_total: int = 0
-    documents_done: int = 0
-    chunks_total: int = 0
-    chunks_done: int = 0
-
-
-class JobPublic(BaseModel):
-    object: Literal["job"] = "job"
-    id: str
-    kind: str
-    domain: str | None
-    status: Literal["queued", "running", "succeeded", "failed", "interrupted"]
-    progress: ProgressPublic
-    results: list[IngestResultPublic] = Field(default_factory=list)
-    errors: list[IngestResultPublic] = Field(default_factory=list, description="Files that failed.")
-    error: str | None = None
-    optimization: dict | None = Field(None, description="For optimize jobs: the table of scores.")
-    created_at: float
-    updated_at: float
-
-
 class IngestResponse(BaseModel):
     object: Literal["ingest.result"] = "ingest.result"
     job_id: str

@@ -93,6 +93,12 @@ class SamplingFields(_Request):
         None, description="Override the domain's retrieval settings for this request."
     )
     return_prompt: bool = Field(False, description="Add the exact rendered prompt as `prompt`.")
+    adapter: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Name of a loaded LoRA adapter to apply (overrides the domain's adapter).",
+    )
     # fields accepted by OpenAI that this service cannot honour: refused, never silently dropped
     logprobs: Any = None
     logit_bias: dict[str, float] | None = None
@@ -251,7 +257,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "tailor"
     root: str
-    parent: str | None = Field(None, description="For a domain: the backbone it runs on.")
+    parent: str | None = Field(None, description="For a domain or adapter: the backbone it runs on.")
+    kind: Literal["base", "domain", "adapter"] = Field("base", description="What the name selects.")
     max_model_len: int = Field(description="Context window in tokens (prompt + completion).")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.domains.profile import GenerationDefaults
-from app.engine import Engine, EngineInput, OutputDelta, SamplingOptions
+from app.engine import Engine, EngineRequest, OutputDelta, SamplingOptions
 from app.engine.base import EngineOverloaded, EngineUnavailable, InvalidEngineRequest
 from app.protocol.errors import APIError
 from app.protocol.openai import SamplingFields
@@ -144,15 +144,15 @@ def _engine_error(exc: Exception) -> APIError:
 
 
 async def stream_deltas(
-    engine: Engine, prompts: Sequence[EngineInput], options: SamplingOptions, request_id: str
+    engine: Engine, requests: Sequence[EngineRequest], request_id: str
 ) -> AsyncIterator[IndexedDelta]:
-    """Run all prompts concurrently and yield their deltas as they arrive, re-indexed.
+    """Run all requests concurrently and yield their deltas as they arrive, re-indexed.
 
     Errors surface as ``APIError``; leaving the iterator early cancels every engine request.
     """
-    if len(prompts) == 1:
+    if len(requests) == 1:
         try:
-            async for deltas in engine.generate(prompts[0], options, request_id):
+            async for deltas in engine.generate(requests[0], request_id):
                 for d in deltas:
                     yield IndexedDelta(d.index, d)
         except APIError:
@@ -163,17 +163,17 @@ async def stream_deltas(
 
     queue: asyncio.Queue[IndexedDelta | BaseException | None] = asyncio.Queue()
 
-    async def pump(i: int, prompt: EngineInput) -> None:
+    async def pump(i: int, request: EngineRequest) -> None:
         try:
-            async for deltas in engine.generate(prompt, options, f"{request_id}-{i}"):
+            async for deltas in engine.generate(request, f"{request_id}-{i}"):
                 for d in deltas:
-                    queue.put_nowait(IndexedDelta(i * options.n + d.index, d))
+                    queue.put_nowait(IndexedDelta(i * request.options.n + d.index, d))
         except Exception as exc:  # noqa: BLE001 - forwarded to the consumer
             queue.put_nowait(exc)
         finally:
             queue.put_nowait(None)
 
-    tasks = [asyncio.create_task(pump(i, p)) for i, p in enumerate(prompts)]
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
     try:
         remaining = len(tasks)
         while remaining:
@@ -190,12 +190,10 @@ async def stream_deltas(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def collect(
-    engine: Engine, prompts: Sequence[EngineInput], options: SamplingOptions, request_id: str
-) -> Generation:
-    gen = Generation(prompt_tokens=sum(len(p.token_ids) for p in prompts))
-    gen.choices = [ChoiceResult() for _ in range(len(prompts) * options.n)]
-    async for item in stream_deltas(engine, prompts, options, request_id):
+async def collect(engine: Engine, requests: Sequence[EngineRequest], request_id: str) -> Generation:
+    gen = Generation(prompt_tokens=sum(r.prompt_tokens for r in requests))
+    gen.choices = [ChoiceResult() for r in requests for _ in range(r.options.n)]
+    async for item in stream_deltas(engine, requests, request_id):
         choice = gen.choices[item.index]
         choice.text += item.delta.text
         choice.num_tokens += item.delta.num_tokens

@@ -12,18 +12,25 @@ import asyncio
 from collections.abc import Callable
 
 from app.config import Settings
-from app.domains.profile import DomainProfile, Example
-from app.engine import Engine, EngineInput, SamplingOptions
+from app.domains.profile import Example
+from app.engine import Engine, EngineError, EngineInput, EngineRequest, SamplingOptions
 from app.knowledge.base import KnowledgeBase
 from app.protocol.domains import CandidateScore, OptimizeRequest, OptimizeResult
-from app.serving.chat import reserve_for
 from app.serving.generation import collect
-from app.serving.rag import passages, retrieve
-from prompts.assemble import PromptParts, assemble_chat
+from app.serving.models import Target
+from app.serving.pipeline import assemble, domain_parts, reserve_for
+from app.serving.rag import retrieve
 from prompts.optimize import ensemble_predict, exact_match, f1, label_set, split
 from prompts.template import PromptTemplate
 
 CONCURRENCY = 16
+
+
+def describe_engine_failure(exc: BaseException) -> str:
+    """A job's error when the engine failed under it (it restarts by itself; the job does not)."""
+    if isinstance(exc, EngineError):
+        return f"the engine stopped while the job ran ({exc}); it restarts by itself: resubmit the job"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Optimizer:
@@ -32,14 +39,16 @@ class Optimizer:
         engine: Engine,
         knowledge: KnowledgeBase,
         settings: Settings,
-        profile: DomainProfile,
+        target: Target,
         req: OptimizeRequest,
         on_progress: Callable[[int, int], None],
     ) -> None:
         self.engine = engine
         self.knowledge = knowledge
         self.settings = settings
-        self.profile = profile
+        assert target.profile is not None
+        self.profile = target.profile
+        self.adapter = target.adapter
         self.req = req
         self.on_progress = on_progress
         self.templates = [PromptTemplate.parse(t) for t in req.candidates]
@@ -47,18 +56,13 @@ class Optimizer:
         self._done = 0
         self._ids = 0
 
-    def _prompt(self, template: PromptTemplate, question: str, shots: list[Example], hits) -> list[int]:
-        window = self.engine.max_model_len
-        parts = PromptParts(
-            template=template,
-            question=question,
-            system=self.profile.system_prompt,
-            domain=self.profile.name,
-            passages=passages(hits),
-            examples=[(e.input, e.output) for e in shots],
+    def _prompt(self, template: PromptTemplate, question: str, shots: list[Example], hits) -> EngineInput:
+        """The prompt chat would send for ``question``, with the candidate template and shots."""
+        parts = domain_parts(
+            self.profile, question, hits, template=template, examples=[(e.input, e.output) for e in shots]
         )
-        reserve = reserve_for(self.req.max_tokens, None, window, self.settings)
-        return assemble_chat(self.engine.tokenizer, parts, window, reserve).prompt.token_ids
+        reserve = reserve_for(self.req.max_tokens, None, self.engine.max_model_len, self.settings)
+        return EngineInput(assemble("chat", self.engine, parts, reserve, "examples").prompt.token_ids)
 
     def _rid(self) -> str:
         self._ids += 1
@@ -88,18 +92,19 @@ class Optimizer:
 
         async def score_label(t: PromptTemplate, e: Example) -> list[float]:
             async with self._sem:
-                prompt = EngineInput(self._prompt(t, e.input, shots, hits.get(e.input, [])))
+                prompt = self._prompt(t, e.input, shots, hits.get(e.input, []))
                 scores = [
-                    await self.engine.continuation_logprob(prompt, ids, self._rid()) for ids in label_ids
+                    await self.engine.continuation_logprob(prompt, ids, self._rid(), self.adapter)
+                    for ids in label_ids
                 ]
             self._tick(total)
             return scores
 
         async def score_answer(t: PromptTemplate, e: Example) -> float:
             async with self._sem:
-                prompt = EngineInput(self._prompt(t, e.input, shots, hits.get(e.input, [])))
+                prompt = self._prompt(t, e.input, shots, hits.get(e.input, []))
                 options = SamplingOptions(max_tokens=req.max_tokens, temperature=0.0)
-                gen = await collect(self.engine, [prompt], options, self._rid())
+                gen = await collect(self.engine, [EngineRequest(prompt, options, self.adapter)], self._rid())
             self._tick(total)
             answer = gen.choices[0].text
             return exact_match(answer, e.output) if metric == "exact" else f1(answer, e.output)

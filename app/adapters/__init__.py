@@ -1,0 +1,1 @@
+"""LoRA adapters: validated against the served backbone, registered by name, chosen per request."""

@@ -1,0 +1,162 @@
+"""LoRA adapters: load (path or upload), list, get, unload; plus vLLM's runtime-LoRA routes."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.adapters.registry import AdapterEntry
+from app.adapters.service import AdapterService
+from app.api.cleanjson import CleanJSONRoute, loads
+from app.api.deps import AdminDep, CatalogDep, StateDep
+from app.protocol.adapters import (
+    AdapterDeleted,
+    AdapterList,
+    AdapterLoad,
+    AdapterPublic,
+    LoadLoRAAdapterRequest,
+    UnloadLoRAAdapterRequest,
+)
+from app.protocol.errors import APIError
+
+router = APIRouter(route_class=CleanJSONRoute, tags=["adapters"])
+
+
+def get_adapters(state: StateDep) -> AdapterService:
+    if state.adapters is None:
+        raise APIError(503, "The adapter registry is not ready.", code="adapters_unavailable")
+    return state.adapters
+
+
+AdaptersDep = Annotated[AdapterService, Depends(get_adapters)]
+
+
+def public(entry: AdapterEntry, parent: str) -> AdapterPublic:
+    return AdapterPublic(
+        id=entry.name,
+        path=entry.path,
+        source=entry.source,
+        rank=entry.rank,
+        alpha=entry.alpha,
+        target_modules=entry.target_modules,
+        size_bytes=entry.size_bytes,
+        base_model=entry.base_model,
+        domain=entry.domain,
+        parent=parent,
+        created_at=entry.created_at,
+    )
+
+
+async def _read_upload(request: Request, max_bytes: int) -> tuple[str, dict[str, bytes]]:
+    async with request.form(max_files=4, max_fields=4) as form:
+        name = form.get("name")
+        if not isinstance(name, str) or not name:
+            raise APIError(422, "The upload needs a 'name' field.", param="name", code="invalid_value")
+        files: dict[str, bytes] = {}
+        for key, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                continue
+            if key not in ("files", "files[]", "file"):
+                raise APIError(
+                    422, f"Unexpected file field '{key}'; use 'files'.", param=key, code="invalid_value"
+                )
+            fname = (value.filename or "").rsplit("/", 1)[-1]
+            data = await value.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise APIError(
+                    413, f"'{fname}' exceeds {max_bytes} bytes.", param="files", code="adapter_too_large"
+                )
+            files[fname] = data
+    return name, files
+
+
+@router.post(
+    "/adapters",
+    dependencies=[AdminDep],
+    response_model=AdapterPublic,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": AdapterLoad.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["name", "files"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        },
+                    }
+                },
+            }
+        }
+    },
+)
+async def load_adapter(request: Request, adapters: AdaptersDep, catalog: CatalogDep) -> JSONResponse:
+    """Load a PEFT LoRA: JSON ``{name, path}`` inside the adapters dir, or a multipart upload."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        name, files = await _read_upload(request, adapters.max_bytes)
+        entry = await adapters.upload(name, files)
+    elif ctype.startswith("application/json"):
+        try:
+            body = AdapterLoad.model_validate(loads(await request.body()))
+        except json.JSONDecodeError as exc:
+            raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or None
+            raise APIError(
+                422, f"Invalid request: {where}: {first['msg']}", param=where, code="invalid_value"
+            ) from exc
+        entry = await adapters.load_path(body.name, body.path)
+    else:
+        raise APIError(
+            415,
+            'Send JSON {"name", "path"} or multipart/form-data with name and files.',
+            code="unsupported_media_type",
+        )
+    return JSONResponse(public(entry, catalog.base_name).model_dump(mode="json"), status_code=201)
+
+
+@router.get("/adapters", response_model=AdapterList)
+async def list_adapters(adapters: AdaptersDep, catalog: CatalogDep) -> AdapterList:
+    registry = adapters.registry
+    return AdapterList(
+        data=[public(e, catalog.base_name) for e in registry.entries()],
+        warnings=list(registry.warnings.values()),
+    )
+
+
+@router.get("/adapters/{name}", response_model=AdapterPublic)
+async def get_adapter(name: str, adapters: AdaptersDep, catalog: CatalogDep) -> AdapterPublic:
+    entry = adapters.registry.get(name)
+    if entry is None:
+        raise APIError(404, f"No adapter named '{name}'.", param="name", code="adapter_not_found")
+    return public(entry, catalog.base_name)
+
+
+@router.delete("/adapters/{name}", dependencies=[AdminDep], response_model=AdapterDeleted)
+async def unload_adapter(name: str, adapters: AdaptersDep) -> AdapterDeleted:
+    """Unload: new requests get 404 at once; requests using it finish first."""
+    entry = await adapters.unload(name)
+    return AdapterDeleted(id=entry.name)
+
+
+@router.post("/load_lora_adapter", dependencies=[AdminDep], response_class=PlainTextResponse)
+async def vllm_load(body: LoadLoRAAdapterRequest, adapters: AdaptersDep, _: CatalogDep) -> str:
+    """vLLM's runtime-LoRA route: the same checks as ``POST /v1/adapters``."""
+    await adapters.load_path(body.lora_name, body.lora_path)
+    return f"Success: LoRA adapter '{body.lora_name}' added successfully."
+
+
+@router.post("/unload_lora_adapter", dependencies=[AdminDep], response_class=PlainTextResponse)
+async def vllm_unload(body: UnloadLoRAAdapterRequest, adapters: AdaptersDep) -> str:
+    await adapters.unload(body.lora_name)
+    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."

@@ -1,0 +1,284 @@
+"""The one domain pipeline: resolve target → profile → retrieval → budgeted assembly → engine request.
+
+Chat, completions and the template optimizer all build their prompts here, so a domain's system
+prompt, template, examples and passages are laid out the same way wherever the backbone sees them
+(fine-tuning formats its training examples with the same functions). Responses are built by
+``chat`` and ``completions`` from the prepared requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.domains.profile import DomainProfile
+from app.engine import Engine, EngineInput, EngineRequest
+from app.knowledge.base import KnowledgeBase
+from app.protocol.documents import Source
+from app.protocol.errors import APIError
+from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ContextReport
+from app.serving.generation import check_prompt_fits, reject_unsupported, sampling_options
+from app.serving.models import ModelCatalog, Target
+from app.serving.rag import passages, retrieve, sources
+from indexers.store import SearchHit
+from prompts import render_chat
+from prompts.assemble import Assembled, ContextOverflow, PromptParts, assemble_chat, assemble_text
+from prompts.template import PromptTemplate
+
+_ROLE_MAP = {"developer": "system"}
+
+
+@dataclass
+class PreparedChat:
+    model: str
+    request: EngineRequest
+    sources: list[Source] | None = None
+    context: ContextReport | None = None
+    prompt_text: str | None = None
+
+
+@dataclass
+class PreparedCompletion:
+    model: str
+    requests: list[EngineRequest]
+    texts: list[str]
+    echo: bool
+    sources: list[Source] | None = None
+    context: ContextReport | None = None
+    prompt_text: str | None = None
+
+
+# -- the domain's prompt ---------------------------------------------------------------------------
+def domain_parts(
+    profile: DomainProfile,
+    question: str,
+    hits: Sequence[SearchHit] = (),
+    *,
+    history: Sequence[dict[str, str]] = (),
+    client_system: str = "",
+    template: PromptTemplate | None = None,
+    examples: Sequence[tuple[str, str]] | None = None,
+    with_system: bool = True,
+) -> PromptParts:
+    """A domain request's parts; ``template`` / ``examples`` replace the profile's (optimizer)."""
+    system = "\n\n".join(x for x in (profile.system_prompt, client_system) if x) if with_system else ""
+    return PromptParts(
+        template=template or profile.prompt_template,
+        question=question,
+        system=system,
+        domain=profile.name,
+        passages=passages(list(hits)),
+        examples=[(e.input, e.output) for e in profile.examples] if examples is None else examples,
+        history=history,
+    )
+
+
+def reserve_for(requested: int | None, profile: DomainProfile | None, window: int, settings: Settings) -> int:
+    """Tokens kept free for the completion while fitting the prompt."""
+    if requested is not None:
+        return requested
+    if profile is not None and profile.generation.max_tokens is not None:
+        return min(profile.generation.max_tokens, window // 2)
+    return min(settings.default_max_tokens, window // 4)
+
+
+def assemble(kind: str, engine: Engine, parts: PromptParts, reserve: int, param: str) -> Assembled:
+    """Fit ``parts`` into the window as chat messages (``chat``) or plain text (``text``)."""
+    build = assemble_chat if kind == "chat" else assemble_text
+    try:
+        return build(engine.tokenizer, parts, engine.max_model_len, reserve)
+    except ContextOverflow as exc:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {exc.window} tokens: {exc}.",
+            param=param,
+            code="context_length_exceeded",
+        ) from exc
+
+
+def context_report(assembled: Assembled, window: int, reserve: int) -> ContextReport:
+    return ContextReport(
+        window=window,
+        prompt_tokens=len(assembled.prompt.token_ids),
+        reserved_tokens=reserve,
+        passages_used=assembled.passages_used,
+        passages_dropped=assembled.passages_dropped,
+        history_turns_dropped=assembled.turns_dropped,
+    )
+
+
+# -- chat ------------------------------------------------------------------------------------------
+def last_user_text(req: ChatCompletionRequest) -> str:
+    return next((m.text() for m in reversed(req.messages) if m.role == "user"), "")
+
+
+def _split_conversation(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]], str]:
+    """Client system text, earlier turns and the final question of a domain conversation."""
+    if messages[-1]["role"] != "user":
+        raise APIError(
+            400, "A request to a domain must end with a user message.", param="messages", code="invalid_value"
+        )
+    client_system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns = [m for m in messages[:-1] if m["role"] != "system"]
+    return client_system, turns, messages[-1]["content"]
+
+
+def prepare_chat(
+    req: ChatCompletionRequest,
+    target: Target,
+    engine: Engine,
+    settings: Settings,
+    hits: list[SearchHit] | None = None,
+) -> PreparedChat:
+    reject_unsupported(
+        req,
+        {
+            "tools": bool(req.tools),
+            "tool_choice": req.tool_choice not in (None, "none"),
+            "response_format": req.response_format not in (None, {"type": "text"}),
+            "top_logprobs": bool(req.top_logprobs),
+        },
+    )
+    messages = [{"role": _ROLE_MAP.get(m.role, m.role), "content": m.text()} for m in req.messages]
+    window = engine.max_model_len
+    profile = target.profile
+    used: list[SearchHit] = []
+    report = None
+    if profile is not None:
+        reserve = reserve_for(req.requested_max_tokens, profile, window, settings)
+        hits = list(hits or [])
+        client_system, turns, question = _split_conversation(messages)
+        parts = domain_parts(profile, question, hits, history=turns, client_system=client_system)
+        assembled = assemble("chat", engine, parts, reserve, "messages")
+        rendered = assembled.prompt
+        used = hits[: assembled.passages_used]
+        report = context_report(assembled, window, reserve)
+    else:
+        rendered = render_chat(engine.tokenizer, messages)
+    check_prompt_fits(len(rendered.token_ids), window, "messages")
+    options = sampling_options(
+        req,
+        req.requested_max_tokens,
+        len(rendered.token_ids),
+        window,
+        settings,
+        profile.generation if profile else None,
+    )
+    return PreparedChat(
+        target.model,
+        EngineRequest(EngineInput(rendered.token_ids), options, target.adapter),
+        sources(used) if profile is not None else None,
+        report,
+        rendered.text if req.return_prompt else None,
+    )
+
+
+# -- completions -----------------------------------------------------------------------------------
+def _tokenize_prompts(req: CompletionRequest, tokenizer) -> tuple[list[list[int]], list[str]]:
+    p = req.prompt
+    if isinstance(p, str):
+        p = [p]
+    if p and isinstance(p[0], int):
+        p = [p]  # a single prompt given as token ids
+    ids: list[list[int]] = []
+    texts: list[str] = []
+    vocab = len(tokenizer)
+    for item in p:
+        if isinstance(item, str):
+            ids.append(tokenizer(item, add_special_tokens=True)["input_ids"])
+            texts.append(item)
+        else:
+            bad = [t for t in item if not 0 <= t < vocab]
+            if bad:
+                raise APIError(
+                    400,
+                    f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1}).",
+                    param="prompt",
+                    code="invalid_value",
+                )
+            ids.append(list(item))
+            texts.append(tokenizer.decode(item))
+    return ids, texts
+
+
+def domain_prompt_text(req: CompletionRequest) -> str:
+    """The text to retrieve for: a domain request takes exactly one text prompt."""
+    p = req.prompt
+    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
+        p = p[0]
+    if not isinstance(p, str):
+        raise APIError(
+            400, "A request to a domain takes one text prompt.", param="prompt", code="invalid_value"
+        )
+    return p
+
+
+def prepare_completion(
+    req: CompletionRequest,
+    target: Target,
+    engine: Engine,
+    settings: Settings,
+    hits: list[SearchHit] | None = None,
+) -> PreparedCompletion:
+    reject_unsupported(req, {"suffix": bool(req.suffix), "best_of": req.best_of not in (None, 1, req.n)})
+    window = engine.max_model_len
+    profile = target.profile
+    used: list[SearchHit] = []
+    report = None
+    if profile is not None:
+        # the domain's template around the prompt, passages as literal text, fitted to the window
+        question = domain_prompt_text(req)
+        reserve = reserve_for(req.requested_max_tokens, profile, window, settings)
+        hits = list(hits or [])
+        parts = domain_parts(profile, question, hits, with_system=False)
+        assembled = assemble("text", engine, parts, reserve, "prompt")
+        ids, texts = [assembled.prompt.token_ids], [question]
+        rendered_texts = [assembled.prompt.text]
+        used = hits[: assembled.passages_used]
+        report = context_report(assembled, window, reserve)
+    else:
+        ids, texts = _tokenize_prompts(req, engine.tokenizer)
+        rendered_texts = texts
+    longest = max(len(i) for i in ids)
+    for i in ids:
+        check_prompt_fits(len(i), window, "prompt")
+    options = sampling_options(
+        req, req.requested_max_tokens, longest, window, settings, profile.generation if profile else None
+    )
+    return PreparedCompletion(
+        target.model,
+        [EngineRequest(EngineInput(i), options, target.adapter) for i in ids],
+        texts,
+        req.echo,
+        sources(used) if profile is not None else None,
+        report,
+        "\n\n".join(rendered_texts) if req.return_prompt else None,
+    )
+
+
+# -- the whole path --------------------------------------------------------------------------------
+@dataclass
+class Pipeline:
+    """Everything a request needs, gathered once per request by the API layer."""
+
+    engine: Engine
+    catalog: ModelCatalog
+    knowledge: KnowledgeBase
+    settings: Settings
+
+    async def chat(self, req: ChatCompletionRequest) -> PreparedChat:
+        target = self.catalog.resolve(req.model, req.adapter)
+        hits = await self._hits(target, req.retrieval, last_user_text(req))
+        return prepare_chat(req, target, self.engine, self.settings, hits)
+
+    async def completion(self, req: CompletionRequest) -> PreparedCompletion:
+        target = self.catalog.resolve(req.model, req.adapter)
+        query = domain_prompt_text(req) if target.profile is not None else ""
+        hits = await self._hits(target, req.retrieval, query)
+        return prepare_completion(req, target, self.engine, self.settings, hits)
+
+    async def _hits(self, target: Target, override, query: str) -> list[SearchHit] | None:
+        if target.profile is None:
+            return None
+        return await retrieve(self.knowledge, target.profile, override, query)
