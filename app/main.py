@@ -15,13 +15,29 @@ from fastapi import APIRouter, Depends, FastAPI
 from app import __version__
 from app.adapters.registry import AdapterRegistry
 from app.adapters.service import AdapterService
-from app.api import adapters, admin, chat, completions, documents, domains, errors, health, jobs, models
+from app.api import (
+    adapters,
+    admin,
+    chat,
+    completions,
+    documents,
+    domains,
+    errors,
+    files,
+    fine_tuning,
+    health,
+    jobs,
+    models,
+)
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.config import Settings
+from app.domains.profile import DomainProfile
 from app.domains.registry import DomainRegistry
 from app.domains.store import ProfileStore
 from app.engine import Engine, build_engine
+from app.finetune.files import FileStore
+from app.finetune.service import FineTuneError, FineTuner
 from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.lifecycle import (
@@ -46,6 +62,24 @@ def _body_limit(settings: Settings, path: str) -> int:
     if path.rstrip("/") == "/v1/files":
         return settings.training.max_file_bytes + 64 * 1024
     return settings.max_body_bytes
+
+
+def _training_base(state: AppState, name: str) -> tuple[str, DomainProfile | None]:
+    """What a fine-tuning job's ``model`` names: the base model, or a domain (its profile)."""
+    catalog = state.catalog
+    if catalog is None:
+        raise FineTuneError(503, "The model is not ready; retry shortly.", code="engine_unavailable")
+    if name == catalog.base_name:
+        return name, None
+    profile = state.domains.get(name) if state.domains is not None else None
+    if profile is None:
+        raise FineTuneError(
+            404,
+            f"The model '{name}' is neither the base model ({catalog.base_name}) nor a domain.",
+            code="model_not_found",
+            param="model",
+        )
+    return catalog.base_name, profile
 
 
 def _name_owner(state: AppState, name: str) -> str | None:
@@ -90,6 +124,16 @@ def create_app(
             name_taken=lambda name: _name_owner(state, name),
             max_bytes=settings.max_adapter_bytes,
         )
+        state.files = FileStore(settings.data_dir / "files")
+        state.tuner = FineTuner(
+            settings,
+            state.jobs,
+            state.runner,
+            state.files,
+            state.adapters,
+            engine=lambda: state.engine,
+            resolve_model=lambda name: _training_base(state, name),
+        )
         if engine is not None:
             attach_engine(state, engine)
             await restore_adapters(state)
@@ -117,7 +161,7 @@ def create_app(
     errors.install(app)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)], responses=error_responses())
-    for module in (chat, completions, models, domains, documents, adapters, jobs, admin):
+    for module in (chat, completions, models, domains, documents, adapters, files, fine_tuning, jobs, admin):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

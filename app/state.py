@@ -9,6 +9,8 @@ from app.adapters.service import AdapterService
 from app.config import Settings
 from app.domains.registry import DomainRegistry
 from app.engine import Engine
+from app.finetune.files import FileStore
+from app.finetune.service import FineTuner
 from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.serving.metrics import Metrics
@@ -28,6 +30,8 @@ class AppState:
     runner: JobRunner | None = None
     domains: DomainRegistry | None = None
     adapters: AdapterService | None = None
+    files: FileStore | None = None
+    tuner: FineTuner | None = None
     #: What the engine is doing while it is not serving (set by the start-up task and supervisor).
     engine_status: EngineStatus = "starting"
     #: Why it is not serving: the last start-up failure, in one line.

@@ -69,10 +69,11 @@ def parse_line(raw: str, line: int) -> Example:
         if not completion.strip():
             raise DatasetError(f"{where}: the completion is empty")
         return Example([{"role": "user", "content": prompt}], completion, raw_prompt=prompt)
-    raise DatasetError(f"{where}: expected {{\"messages\": [...]}} or {{\"prompt\", \"completion\"}}")
+    raise DatasetError(f'{where}: expected {{"messages": [...]}} or {{"prompt", "completion"}}')
 
 
-def read_examples(data: bytes, max_examples: int) -> Iterator[Example]:
+def read_examples(data: bytes, max_examples: int) -> Iterator[tuple[int, Example]]:
+    """``(line number, example)`` for every non-blank line."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -83,8 +84,10 @@ def read_examples(data: bytes, max_examples: int) -> Iterator[Example]:
             continue
         count += 1
         if count > max_examples:
-            raise DatasetError(f"line {line}: more than {max_examples} examples (TAILOR_TRAINING__MAX_EXAMPLES)")
-        yield parse_line(raw, line)
+            raise DatasetError(
+                f"line {line}: more than {max_examples} examples (TAILOR_TRAINING__MAX_EXAMPLES)"
+            )
+        yield line, parse_line(raw, line)
 
 
 def validate(data: bytes, max_examples: int) -> int:

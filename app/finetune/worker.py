@@ -114,7 +114,9 @@ def train(spec: dict) -> None:
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
+        lambda s: (
+            (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+        ),
     )
     rng = random.Random(seed)
     emit("start", total_steps=total_steps, n_epochs=epochs, examples=len(train_set), device=str(device))
@@ -131,11 +133,15 @@ def train(spec: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             trained_tokens += sum(len(e["prompt_ids"]) + len(e["answer_ids"]) for e in batch)
-            emit("step", step=step, total_steps=total_steps, epoch=epoch, train_loss=round(float(loss), 4),
-                 trained_tokens=trained_tokens)
-        valid_loss = (
-            round(evaluate(model, valid_set, batch_size, pad_id, device), 4) if valid_set else None
-        )
+            emit(
+                "step",
+                step=step,
+                total_steps=total_steps,
+                epoch=epoch,
+                train_loss=round(float(loss), 4),
+                trained_tokens=trained_tokens,
+            )
+        valid_loss = round(evaluate(model, valid_set, batch_size, pad_id, device), 4) if valid_set else None
         emit("epoch", epoch=epoch, valid_loss=valid_loss, seconds=round(time.monotonic() - epoch_started, 2))
     out = Path(spec["output_dir"])
     model.save_pretrained(str(out), safe_serialization=True)

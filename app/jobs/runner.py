@@ -36,11 +36,17 @@ class JobRunner:
         job: Job,
         work: Callable[[], Awaitable[dict[str, Any] | None]],
         describe: Describe = _describe,
+        *,
+        starts_running: bool = True,
     ) -> None:
-        """Run ``work`` for ``job``: its return value becomes the job's result."""
+        """Run ``work`` for ``job``: its return value is merged into the job's result.
+
+        With ``starts_running=False`` the job stays ``queued`` until ``work`` marks it running
+        (work that waits for its turn, like training).
+        """
 
         async def run() -> None:
-            if job.status == "queued":
+            if starts_running:
                 self.jobs.update(job, status="running")
             try:
                 result = await work()

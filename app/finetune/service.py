@@ -1,0 +1,367 @@
+"""Fine-tuning jobs: validate, queue, train in a separate process, register the adapter.
+
+One job trains at a time (the others wait, ``queued``, in order). The trainer is a child process
+(``app.finetune.worker``) so serving goes on; its progress lines become the job's progress and
+events. On success its output folder is validated like any adapter and moved into the adapters
+dir under the job's ``fine_tuned_model`` name, then registered: callable at once. A failed,
+cancelled or killed job leaves no adapter folder and no registry entry behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from app.adapters.errors import AdapterError
+from app.adapters.service import AdapterService
+from app.config import Settings
+from app.domains.profile import DomainProfile
+from app.engine import Engine
+from app.finetune.dataset import DatasetError
+from app.finetune.examples import Tokenized, tokenize_file
+from app.finetune.files import FileStore
+from app.jobs import Job, JobManager, JobRunner
+from app.protocol.finetune import FineTuningJobCreate, Hyperparameters
+
+log = logging.getLogger(__name__)
+
+BASE_LEARNING_RATE = 1e-3
+DEFAULT_RANK = 8
+DEFAULT_DROPOUT = 0.05
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: auto epochs: at least this many examples seen in all (as OpenAI's auto does), at most 25 epochs
+MIN_EXAMPLES_SEEN = 100
+LORA_METHODS = ("supervised", "lora")
+SOFT_PROMPT_METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning")
+
+
+class FineTuneError(Exception):
+    """A refused job request; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+def adapter_name(model: str, suffix: str | None, job_id: str) -> str:
+    """``ft-<suffix or model>-<8 hex>``: a valid adapter name, unique per job."""
+    stem = re.sub(r"[^a-z0-9._-]+", "-", (suffix or model).lower()).strip("-._") or "model"
+    return f"ft-{stem[:50]}-{job_id.removeprefix('ftjob-')[:8]}"
+
+
+def resolve_hyperparameters(h: Hyperparameters, n: int, settings: Settings) -> dict[str, Any]:
+    limits = settings.training
+
+    def bad(message: str, param: str) -> FineTuneError:
+        return FineTuneError(400, message, code="invalid_hyperparameters", param=f"hyperparameters.{param}")
+
+    if h.n_epochs == "auto":
+        epochs = 3 if n * 3 >= MIN_EXAMPLES_SEEN else min(25, math.ceil(MIN_EXAMPLES_SEEN / n))
+    elif not 1 <= h.n_epochs <= limits.max_epochs:
+        raise bad(f"n_epochs must be 1 to {limits.max_epochs}.", "n_epochs")
+    else:
+        epochs = h.n_epochs
+    if h.batch_size == "auto":
+        batch = min(n, 4 if n < 256 else 8)
+    elif not 1 <= h.batch_size <= 256:
+        raise bad("batch_size must be 1 to 256.", "batch_size")
+    else:
+        batch = h.batch_size
+    multiplier = 1.0 if h.learning_rate_multiplier == "auto" else float(h.learning_rate_multiplier)
+    if not 0 < multiplier <= 10:
+        raise bad("learning_rate_multiplier must be above 0 and at most 10.", "learning_rate_multiplier")
+    rank = h.rank or DEFAULT_RANK
+    if rank > min(limits.max_rank, settings.engine.max_lora_rank):
+        raise bad(
+            f"rank {rank} exceeds the largest this server trains and serves "
+            f"({min(limits.max_rank, settings.engine.max_lora_rank)}).",
+            "rank",
+        )
+    targets = h.target_modules or DEFAULT_TARGETS
+    if any(not re.fullmatch(r"[A-Za-z0-9_.]{1,64}", t) for t in targets):
+        raise bad("target_modules are module names such as q_proj.", "target_modules")
+    return {
+        "n_epochs": epochs,
+        "batch_size": batch,
+        "learning_rate_multiplier": multiplier,
+        "learning_rate": BASE_LEARNING_RATE * multiplier,
+        "rank": rank,
+        "alpha": float(h.alpha or 2 * rank),
+        "dropout": DEFAULT_DROPOUT if h.dropout is None else h.dropout,
+        "target_modules": targets,
+    }
+
+
+def _method(req: FineTuningJobCreate) -> tuple[str, Hyperparameters]:
+    method = req.method
+    kind = method.type if method else "supervised"
+    if kind in SOFT_PROMPT_METHODS:
+        raise FineTuneError(
+            400,
+            f"Method '{kind}' (soft prompts) is not available in this release.",
+            code="unsupported_method",
+            param="method.type",
+        )
+    if kind not in LORA_METHODS:
+        raise FineTuneError(
+            400,
+            f"Method '{kind}' is not supported; use 'supervised' or 'lora'.",
+            code="unsupported_method",
+            param="method.type",
+        )
+    params = getattr(method, kind, None) if method else None
+    return kind, (params.hyperparameters if params else req.hyperparameters or Hyperparameters())
+
+
+class FineTuner:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobManager,
+        runner: JobRunner,
+        files: FileStore,
+        adapters: AdapterService,
+        engine: Callable[[], Engine | None],
+        resolve_model: Callable[[str], tuple[str, DomainProfile | None]],
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.runner = runner
+        self.files = files
+        self.adapters = adapters
+        self._engine = engine
+        self._resolve_model = resolve_model
+        self.root = settings.data_dir / "fine_tuning"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._turn = asyncio.Lock()  # one job trains at a time; waiters are served in order
+
+    # -- creating ------------------------------------------------------------------------------
+    def _file(self, file_id: str, param: str) -> bytes:
+        record = self.files.get(file_id)
+        if record is None or record.purpose != "fine-tune":
+            raise FineTuneError(400, f"No fine-tune file '{file_id}'.", code="invalid_file", param=param)
+        data = self.files.content(file_id)
+        assert data is not None
+        return data
+
+    def _tokenize(self, data: bytes, profile: DomainProfile | None, param: str) -> list[Tokenized]:
+        engine = self._engine()
+        if engine is None or not engine.ready:
+            raise FineTuneError(503, "The model is not ready; retry shortly.", code="engine_unavailable")
+        t = self.settings.training
+        try:
+            return tokenize_file(data, engine, profile, t.max_examples, t.max_example_tokens)
+        except DatasetError as exc:
+            raise FineTuneError(400, f"{param}: {exc}", code="invalid_training_file", param=param) from exc
+
+    async def create(self, req: FineTuningJobCreate) -> Job:
+        kind, hp_in = _method(req)
+        base_name, profile = self._resolve_model(req.model)
+        train_data = self._file(req.training_file, "training_file")
+        valid_data = self._file(req.validation_file, "validation_file") if req.validation_file else None
+        train = await asyncio.to_thread(self._tokenize, train_data, profile, "training_file")
+        valid = (
+            await asyncio.to_thread(self._tokenize, valid_data, profile, "validation_file")
+            if valid_data
+            else []
+        )
+        hp = resolve_hyperparameters(hp_in, len(train), self.settings)
+        job_id = f"ftjob-{uuid.uuid4().hex[:24]}"
+        seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(3), "big")
+        public_hp = {k: v for k, v in hp.items() if k != "learning_rate"}
+        info = {
+            "model": req.model,
+            "base_model": base_name,
+            "domain": profile.name if profile else None,
+            "training_file": req.training_file,
+            "validation_file": req.validation_file,
+            "suffix": req.suffix,
+            "seed": seed,
+            "hyperparameters": public_hp,
+            "method": {"type": kind, kind: {"hyperparameters": public_hp}},
+            "metadata": req.metadata,
+            "fine_tuned_model": None,
+            "trained_tokens": None,
+            "finished_at": None,
+            "error_code": None,
+        }
+        progress = {"step": 0, "total_steps": 0, "epoch": 0, "n_epochs": hp["n_epochs"], "trained_tokens": 0}
+        job = await asyncio.to_thread(
+            self.jobs.create, "train", profile.name if profile else None, progress, job_id=job_id, result=info
+        )
+        folder = self.root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._write_examples, folder / "train.jsonl", train)
+        if valid:
+            await asyncio.to_thread(self._write_examples, folder / "valid.jsonl", valid)
+        self._event(
+            job,
+            f"Validated {len(train)} training examples"
+            + (f" and {len(valid)} validation examples" if valid else ""),
+        )
+        self._event(job, "Fine-tuning job queued")
+        self.runner.start(
+            job, lambda: self._run(job, hp, seed, bool(valid)), self._describe(job), starts_running=False
+        )
+        return job
+
+    @staticmethod
+    def _write_examples(path: Path, examples: list[Tokenized]) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for e in examples:
+                f.write(json.dumps(asdict(e)) + "\n")
+
+    def _event(self, job: Job, message: str, level: str = "info", data: dict | None = None) -> None:
+        self.jobs.add_event(job.id, message, level=level, data=data)
+
+    def _describe(self, job: Job) -> Callable[[BaseException], str]:
+        def describe(exc: BaseException) -> str:
+            code = "adapter_rejected" if isinstance(exc, AdapterError) else "training_failed"
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            self.jobs.update(job, result={**job.result, "error_code": code, "finished_at": int(time.time())})
+            self._event(job, f"Fine-tuning failed: {message}", "error")
+            return message
+
+        return describe
+
+    # -- running -------------------------------------------------------------------------------
+    def _threads(self) -> int:
+        t = self.settings.training.threads
+        return t if t > 0 else max(1, (os.cpu_count() or 2) // 2)
+
+    async def _run(self, job: Job, hp: dict[str, Any], seed: int, has_valid: bool) -> dict[str, Any]:
+        async with self._turn:
+            self.jobs.update(job, status="running")
+            self._event(job, "Fine-tuning job started")
+            folder = self.root / job.id
+            output = self.adapters.incoming()
+            engine = self._engine()
+            if engine is None:
+                raise RuntimeError("the model is not loaded")
+            spec = {
+                "model_path": engine.model,
+                "train_path": str(folder / "train.jsonl"),
+                "valid_path": str(folder / "valid.jsonl") if has_valid else None,
+                "pad_id": engine.tokenizer.pad_token_id or engine.tokenizer.eos_token_id or 0,
+                "seed": seed,
+                "threads": self._threads(),
+                "hyperparameters": hp,
+                "output_dir": str(output),
+            }
+            (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+            try:
+                trained_tokens = await self._train(job, folder)
+                name = adapter_name(job.result["base_model"], job.result["suffix"], job.id)
+                await self.adapters.adopt(name, output, "fine-tune", domain=job.result["domain"])
+            finally:
+                shutil.rmtree(output, ignore_errors=True)
+                for data in ("train.jsonl", "valid.jsonl"):
+                    (folder / data).unlink(missing_ok=True)
+            self._event(job, f"New fine-tuned model created: {name}")
+            self._event(job, "The job has successfully completed")
+            return {
+                "fine_tuned_model": name,
+                "trained_tokens": trained_tokens,
+                "finished_at": int(time.time()),
+            }
+
+    async def _train(self, job: Job, folder: Path) -> int:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env["OMP_NUM_THREADS"] = str(self._threads())
+        log_path = folder / "trainer.log"
+        with open(log_path, "wb") as errors:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "app.finetune.worker",
+                str(folder / "spec.json"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=errors,
+                env=env,
+                start_new_session=True,
+            )
+            trained = 0
+            try:
+                assert proc.stdout is not None
+                async for raw in proc.stdout:
+                    trained = self._progress(job, raw) or trained
+                code = await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.terminate()
+                    try:
+                        await asyncio.wait_for(proc.wait(), 10)
+                    except asyncio.TimeoutError:
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                        await proc.wait()
+        if code != 0:
+            tail = deque(log_path.read_text(encoding="utf-8", errors="replace").splitlines(), maxlen=1)
+            raise RuntimeError(f"the trainer exited with status {code}: {tail[0] if tail else 'no output'}")
+        return trained
+
+    def _progress(self, job: Job, raw: bytes) -> int | None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return None
+        kind = msg.get("type")
+        p = dict(job.progress)
+        if kind == "start":
+            p.update(total_steps=msg["total_steps"], n_epochs=msg["n_epochs"])
+            self._event(
+                job,
+                f"Training {msg['examples']} examples for {msg['n_epochs']} epochs ({msg['total_steps']} steps) on {msg['device']}",
+            )
+        elif kind == "step":
+            p.update(
+                step=msg["step"],
+                total_steps=msg["total_steps"],
+                epoch=msg["epoch"],
+                train_loss=msg["train_loss"],
+                trained_tokens=msg["trained_tokens"],
+            )
+            data = {k: msg[k] for k in ("step", "total_steps", "epoch", "train_loss")}
+            self._event(
+                job, f"Step {msg['step']}/{msg['total_steps']}: training loss={msg['train_loss']}", data=data
+            )
+        elif kind == "epoch":
+            p.update(valid_loss=msg["valid_loss"])
+            if msg["valid_loss"] is not None:
+                self._event(
+                    job,
+                    f"Epoch {msg['epoch']}: validation loss={msg['valid_loss']}",
+                    data={"epoch": msg["epoch"], "valid_loss": msg["valid_loss"]},
+                )
+        elif kind == "done":
+            self.jobs.update(job, progress=p, force=True)
+            return int(msg["trained_tokens"])
+        else:
+            return None
+        self.jobs.update(job, progress=p)
+        return None
+
+    async def cancel(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.kind != "train":
+            return None
+        if await self.runner.cancel(job_id):
+            self._event(job, "Fine-tuning job cancelled")
+            done = self.jobs.get(job_id)
+            self.jobs.update(done, result={**done.result, "finished_at": int(time.time())}, force=True)
+        return self.jobs.get(job_id)

@@ -1,0 +1,151 @@
+"""OpenAI's files and fine-tuning objects, as the official SDK reads and writes them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.protocol.jobs import TrainProgressPublic
+
+Auto = Literal["auto"]
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"] = "processed"
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool = False
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class Hyperparameters(BaseModel):
+    """OpenAI's fields plus the LoRA shape; ``auto`` picks a default that suits the data size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: int | Auto = Field("auto", description="Passes over the data; auto: 3, more for small sets.")
+    batch_size: int | Auto = Field(
+        "auto", description="Examples per step; auto: 4 below 256 examples, else 8."
+    )
+    learning_rate_multiplier: float | Auto = Field(
+        "auto", description="Multiplies the base learning rate 1e-3 (auto: 1)."
+    )
+    rank: int | None = Field(None, ge=1, description="LoRA rank (default 8).")
+    alpha: float | None = Field(None, gt=0, le=4096, description="LoRA alpha (default 2 × rank).")
+    dropout: float | None = Field(None, ge=0, lt=1, description="LoRA dropout (default 0.05).")
+    target_modules: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="Module names (default: every attention and MLP projection).",
+    )
+
+
+class MethodParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class Method(BaseModel):
+    """``{"type": T, T: {"hyperparameters": {...}}}``: supervised and lora both train a LoRA."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = "supervised"
+    supervised: MethodParams | None = None
+    lora: MethodParams | None = None
+    dpo: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class FineTuningJobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., min_length=1, max_length=256, description="The base model or a domain.")
+    training_file: str = Field(..., min_length=1, max_length=64)
+    validation_file: str | None = Field(None, max_length=64)
+    suffix: str | None = Field(None, min_length=1, max_length=40)
+    seed: int | None = Field(None, ge=0, le=2_147_483_647)
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = Field(None, description="Deprecated by OpenAI: use method.")
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    integrations: list[Any] | None = Field(None, max_length=0, description="Not supported: must be empty.")
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class HyperparametersOut(BaseModel):
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: list[str]
+
+
+class FineTuningJob(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    finished_at: int | None = None
+    model: str
+    fine_tuned_model: str | None = None
+    organization_id: str = "tailor"
+    result_files: list[str] = Field(default_factory=list)
+    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: HyperparametersOut
+    method: dict[str, Any]
+    trained_tokens: int | None = None
+    error: JobError | None = None
+    seed: int
+    estimated_finish: int | None = None
+    integrations: list[Any] | None = None
+    user_provided_suffix: str | None = None
+    metadata: dict[str, str] | None = None
+    progress: TrainProgressPublic = Field(default_factory=TrainProgressPublic)
+
+
+class FineTuningJobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJob]
+    has_more: bool = False
+
+
+class FineTuningEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict[str, Any] | None = None
+    type: Literal["message", "metrics"] = "message"
+
+
+class FineTuningEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningEvent]
+    has_more: bool = False
