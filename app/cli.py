@@ -203,6 +203,68 @@ def optimize(
     run(_server_url(url), key, domain, spec, apply)
 
 
+adapters_cli = typer.Typer(help="LoRA adapters on a running server.", no_args_is_help=True)
+cli.add_typer(adapters_cli, name="adapters")
+_URL = typer.Option(None, help="Server URL (default: TAILOR_HOST/TAILOR_PORT).")
+_ADMIN = typer.Option(None, envvar="TAILOR_ADMIN_KEY", help="Admin key (TAILOR_ADMIN_KEY).")
+
+
+@adapters_cli.command("list")
+def adapters_list(
+    url: str | None = _URL, key: str | None = typer.Option(None, envvar="TAILOR_API_KEY")
+) -> None:
+    """List loaded adapters (and any set aside at start-up)."""
+    from app.client_tuning import adapters_list as run
+
+    run(_server_url(url), key)
+
+
+@adapters_cli.command("load")
+def adapters_load(
+    name: str = typer.Argument(..., help="Name requests will use as `model`."),
+    path: str = typer.Argument(
+        ..., help="PEFT LoRA folder: inside the server's adapters dir, or local with --upload."
+    ),
+    upload: bool = typer.Option(
+        False, "--upload", help="Send a local folder instead of naming a server path."
+    ),
+    url: str | None = _URL,
+    key: str | None = _ADMIN,
+) -> None:
+    """Load a LoRA adapter; it is usable by the next request."""
+    from app.client_tuning import adapters_load as run
+
+    run(_server_url(url), key, name, path, upload)
+
+
+@adapters_cli.command("unload")
+def adapters_unload(
+    name: str = typer.Argument(...), url: str | None = _URL, key: str | None = _ADMIN
+) -> None:
+    """Unload an adapter (requests already using it finish first)."""
+    from app.client_tuning import adapters_unload as run
+
+    run(_server_url(url), key, name)
+
+
+@cli.command()
+def finetune(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL training file."),
+    model: str = typer.Option(..., "--model", help="The base model or a domain."),
+    method: str = typer.Option("lora", help="lora (or supervised: the same)."),
+    validation: Path | None = typer.Option(None, exists=True, dir_okay=False, help="JSONL validation file."),
+    suffix: str | None = typer.Option(None, help="Part of the fine-tuned model's name."),
+    epochs: int | None = typer.Option(None, min=1, help="n_epochs (default: auto)."),
+    rank: int | None = typer.Option(None, min=1, help="LoRA rank (default 8)."),
+    url: str | None = _URL,
+    key: str | None = _ADMIN,
+) -> None:
+    """Upload a training file, train a LoRA on the server with a progress bar, print the model name."""
+    from app.client_tuning import finetune as run
+
+    run(_server_url(url), key, file, model, method, validation, suffix, epochs, rank)
+
+
 @cli.command("settings")
 def show_settings() -> None:
     """List every setting with its environment variable, default and description."""
