@@ -9,6 +9,7 @@ its reason.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import signal
 import socket
@@ -181,3 +182,63 @@ def test_taken_port_exits_at_once_with_the_reason(tmp_path: Path, model_path: st
         assert server.proc.wait(60) == 1
     assert f"cannot start: cannot bind 127.0.0.1:{port}" in server.tail()
     assert "model libraries imported" not in server.tail()  # nothing was loaded first
+
+
+def _trainers() -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if "app.finetune.worker" in " ".join(p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+def test_kill_during_training_leaves_no_adapter_and_no_trainer(tmp_path: Path, model_path: str) -> None:
+    """kill -9 of the server alone mid-training: the trainer stops by itself, and the next start
+    reports the job failed (code ``interrupted``) with no adapter folder or entry left behind."""
+    import os
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"Say hi {i}"}, {"role": "assistant", "content": "hi"}]}
+        for i in range(32)
+    ]
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    first = server_process(tmp_path / "data", model_path, tmp_path / "first.log")
+    try:
+        first.wait_ready()
+        client = openai.OpenAI(base_url=f"{first.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        f = client.files.create(file=("train.jsonl", lines.encode()), purpose="fine-tune")
+        base = client.models.list().data[0].id
+        job = client.fine_tuning.jobs.create(
+            model=base,
+            training_file=f.id,
+            method={"type": "lora", "lora": {"hyperparameters": {"n_epochs": 50}}},
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if httpx.get(f"{first.url}/v1/fine_tuning/jobs/{job.id}").json()["progress"]["step"] >= 1:
+                break
+            time.sleep(0.5)
+        assert _trainers(), "the trainer process runs"
+        os.kill(first.proc.pid, signal.SIGKILL)  # the server alone, as the OOM killer would
+        first.proc.wait(30)
+        deadline = time.monotonic() + 30
+        while _trainers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _trainers(), "the trainer outlived its server"
+    finally:
+        first.leftovers(grace=5)
+
+    second = server_process(tmp_path / "data", model_path, tmp_path / "second.log")
+    try:
+        second.wait_ready()
+        client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        again = client.fine_tuning.jobs.retrieve(job.id)
+        assert (
+            again.status == "failed" and again.error.code == "interrupted" and again.fine_tuned_model is None
+        )
+        assert httpx.get(f"{second.url}/v1/adapters").json()["data"] == []
+        assert not list((tmp_path / "data" / "adapters").glob(".incoming-*"))
+    finally:
+        second.stop()

@@ -25,6 +25,10 @@ QUERY_WRITES = {
 }
 
 
+#: Reads that need an admin key: training files are the domain teams' data.
+ADMIN_READS = {("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"), ("GET", "/v1/files/{file_id}/content")}
+
+
 def _needs_admin(dependant) -> bool:
     return any(d.call is require_admin or _needs_admin(d) for d in dependant.dependencies)
 
@@ -39,7 +43,9 @@ def _v1_routes(app) -> list[tuple[str, APIRoute]]:
 
 
 def _expects_admin(method: str, path: str) -> bool:
-    return path.startswith("/v1/admin/") or (method != "GET" and (method, path) not in QUERY_WRITES)
+    if path.startswith("/v1/admin/") or (method, path) in ADMIN_READS:
+        return True
+    return method != "GET" and (method, path) not in QUERY_WRITES
 
 
 def test_every_admin_route_requires_the_admin_scope(tmp_path: Path) -> None:
@@ -93,3 +99,40 @@ def test_only_the_engine_package_imports_vllm() -> None:
     offenders = [str(f.relative_to(ROOT)) for f in files if engine not in f.parents and "vllm" in _imports(f)]
     assert not offenders, f"routes reach vLLM only through app/engine: {offenders}"
     assert "vllm" in _imports(engine / "vllm_engine.py")  # the check looks at real imports
+
+
+def _modules(path: Path) -> set[str]:
+    """Full names of the modules a file imports (``from a.b import c`` gives ``a.b``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("app/domains", ("app.serving", "app.api")),
+        ("app/knowledge", ("app.api", "app.serving")),
+        ("app/engine", ("app.api", "app.serving", "app.domains", "app.adapters")),
+        ("app/adapters", ("app.api", "app.serving")),
+        ("app/jobs", ("app.api", "app.serving")),
+        ("app/serving", ("app.api",)),
+        ("app/finetune", ("app.api",)),
+        ("app/protocol", ("app.api", "app.serving")),
+    ],
+)
+def test_lower_layers_never_import_upper_ones(package: str, forbidden: tuple[str, ...]) -> None:
+    """A request reads top-down (api → serving → domains/knowledge/adapters → engine); no layer reaches up."""
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files
+    offenders = [
+        f"{f.relative_to(ROOT)} imports {m}"
+        for f in files
+        for m in sorted(_modules(f))
+        if any(m == x or m.startswith(x + ".") for x in forbidden)
+    ]
+    assert not offenders, offenders

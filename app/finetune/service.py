@@ -153,7 +153,12 @@ class FineTuner:
     def _file(self, file_id: str, param: str) -> bytes:
         record = self.files.get(file_id)
         if record is None or record.purpose != "fine-tune":
-            raise FineTuneError(400, f"No fine-tune file '{file_id}'.", code="invalid_file", param=param)
+            raise FineTuneError(
+                400,
+                f"{param}: no fine-tune file '{file_id}' (upload one with POST /v1/files).",
+                code="invalid_file",
+                param=param,
+            )
         data = self.files.content(file_id)
         assert data is not None
         return data
@@ -266,6 +271,7 @@ class FineTuner:
             try:
                 trained_tokens = await self._train(job, folder)
                 name = adapter_name(job.result["base_model"], job.result["suffix"], job.id)
+                await self._engine_ready()
                 await self.adapters.adopt(name, output, "fine-tune", domain=job.result["domain"])
             finally:
                 shutil.rmtree(output, ignore_errors=True)
@@ -278,6 +284,16 @@ class FineTuner:
                 "trained_tokens": trained_tokens,
                 "finished_at": int(time.time()),
             }
+
+    async def _engine_ready(self, timeout: float = 600) -> None:
+        """Wait out an engine restart before registering: a finished training is not thrown away."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            engine = self._engine()
+            if engine is not None and engine.ready:
+                return
+            await asyncio.sleep(1)
+        raise RuntimeError("the engine did not come back within 10 minutes to load the trained adapter")
 
     async def _train(self, job: Job, folder: Path) -> int:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -292,7 +308,6 @@ class FineTuner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=errors,
                 env=env,
-                start_new_session=True,
             )
             trained = 0
             try:
@@ -342,12 +357,12 @@ class FineTuner:
             )
         elif kind == "epoch":
             p.update(valid_loss=msg["valid_loss"])
-            if msg["valid_loss"] is not None:
-                self._event(
-                    job,
-                    f"Epoch {msg['epoch']}: validation loss={msg['valid_loss']}",
-                    data={"epoch": msg["epoch"], "valid_loss": msg["valid_loss"]},
-                )
+            valid = "" if msg["valid_loss"] is None else f", validation loss={msg['valid_loss']}"
+            self._event(
+                job,
+                f"Epoch {msg['epoch']} done in {msg['seconds']} s{valid}",
+                data={"epoch": msg["epoch"], "seconds": msg["seconds"], "valid_loss": msg["valid_loss"]},
+            )
         elif kind == "done":
             self.jobs.update(job, progress=p, force=True)
             return int(msg["trained_tokens"])

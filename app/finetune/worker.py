@@ -148,8 +148,24 @@ def train(spec: dict) -> None:
     emit("done", trained_tokens=trained_tokens, seconds=round(time.monotonic() - started, 2))
 
 
+def _exit_with_parent() -> None:
+    """Stop when the server that started this trainer dies (even by kill -9): no orphan trains on."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _exit_with_parent()
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     train(spec)
