@@ -140,6 +140,12 @@ def test_a_job_trains_an_adapter_callable_at_once(
     assert generic["kind"] == "train" and generic["progress"]["step"] == 20
     with pytest.raises(openai.BadRequestError):
         oai.fine_tuning.jobs.cancel(job.id)
+    # OpenAI's "delete a fine-tuned model" unloads the adapter
+    assert oai.models.delete(job.fine_tuned_model).deleted
+    with pytest.raises(openai.NotFoundError):
+        ask(oai, job.fine_tuned_model)
+    with pytest.raises(openai.BadRequestError):
+        oai.models.delete(model_name)
 
 
 def test_job_requests_are_validated(oai: openai.OpenAI, tmp_path: Path, model_name: str) -> None:

@@ -21,34 +21,74 @@ from typing import Any
 _INSTALLED = False
 
 
+#: Groups of the index tensors of the current step, computed once in ``update_metadata`` (the
+#: kernels run ~400 times per step on the same indices); keyed by storage address and length.
+_STEP_GROUPS: dict[tuple[int, int], list] = {}
+
+
 def _groups(indices):
     """``[(slot, row mask or None)]`` for the adapters present; None means every row."""
+    cached = _STEP_GROUPS.get((indices.data_ptr(), indices.numel()))
+    if cached is not None:
+        return cached
+    return _compute_groups(indices)
+
+
+#: Above this many different slots in a batch, one gather of per-row weights and a batched
+#: product beat a product per adapter (measured by ``make bench-lora``).
+MAX_GROUPS = 2
+
+
+def _compute_groups(indices):
+    """Per adapter ``[(slot, rows)]``, or ``("gather", slots, missing rows)`` for many adapters."""
     import torch
 
     first = indices[:1]
     if bool((indices == first).all()):
         slot = int(first[0]) if indices.numel() else -1
         return [(slot, None)]
-    return [(int(slot), indices == slot) for slot in torch.unique(indices)]
+    slots = torch.unique(indices)
+    if len(slots) > MAX_GROUPS:
+        missing = indices < 0
+        return ("gather", indices.clamp_min(0), missing if bool(missing.any()) else None)
+    return [(int(slot), indices == slot) for slot in slots]
 
 
-def _matrix(weights, slot: int):
+def _gathered(weights, plan, x, dtype):
+    """Each row times its own adapter's matrix: ``W[slot[t]] @ x[t]``, zero for rows without one."""
+    _, slots, missing = plan
+    w = weights[slots]
+    w = w[:, 0] if w.dim() == 4 else w
+    if w.dtype != dtype:
+        w = w.to(dtype)
+    out = (w @ x.unsqueeze(-1)).squeeze(-1)
+    if missing is not None:
+        out = out.masked_fill(missing.unsqueeze(-1), 0)
+    return out
+
+
+def _matrix(weights, slot: int, dtype):
     w = weights[slot]
-    return w.squeeze(0) if w.dim() == 3 else w  # stacked as [slots, 1, out, in] or [slots, out, in]
+    w = w[0] if w.dim() == 3 else w  # stacked as [slots, 1, out, in] or [slots, out, in]
+    return w if w.dtype == dtype else w.to(dtype)
 
 
 def shrink(inputs, weights, output, indices, scaling: float = 1.0) -> None:
     """``output[t, :r] = scaling * W[indices[t]] @ inputs[t]``; zero where there is no adapter."""
     rank = weights.shape[-2]
-    x = inputs.to(output.dtype)
-    for slot, rows in _groups(indices):
+    x = inputs if inputs.dtype == output.dtype else inputs.to(output.dtype)
+    plan = _groups(indices)
+    if isinstance(plan, tuple):
+        output[:, :rank] = scaling * _gathered(weights, plan, x, output.dtype)
+        return
+    for slot, rows in plan:
         if slot < 0:
             if rows is None:
                 output[:, :rank] = 0
             else:
                 output[rows, :rank] = 0
             continue
-        w = _matrix(weights, slot).to(output.dtype)
+        w = _matrix(weights, slot, output.dtype)
         if rows is None:
             output[:, :rank] = scaling * (x @ w.T)
         else:
@@ -56,8 +96,14 @@ def shrink(inputs, weights, output, indices, scaling: float = 1.0) -> None:
 
 
 def _expand_into(inputs, weights, output, indices, start: int, width: int, add: bool) -> None:
-    x = inputs.to(output.dtype)
-    for slot, rows in _groups(indices):
+    x = inputs if inputs.dtype == output.dtype else inputs.to(output.dtype)
+    plan = _groups(indices)
+    if isinstance(plan, tuple):
+        part = _gathered(weights, plan, x, output.dtype)[:, :width]
+        target = output[:, start : start + width]
+        target.add_(part) if add else target.copy_(part)
+        return
+    for slot, rows in plan:
         if slot < 0:
             if not add:
                 if rows is None:
@@ -65,7 +111,7 @@ def _expand_into(inputs, weights, output, indices, start: int, width: int, add: 
                 else:
                     output[rows, start : start + width] = 0
             continue
-        w = _matrix(weights, slot).to(output.dtype)[:width]
+        w = _matrix(weights, slot, output.dtype)[:width]
         part = (x if rows is None else x[rows]) @ w.T
         if rows is None:
             target = output[:, start : start + width]
@@ -85,7 +131,7 @@ def expand(inputs, weights, output, indices, add_inputs: bool = True) -> None:
     if inputs.shape[0] == 1 and output.shape[0] != 1:
         slot = int(indices[0])
         if slot >= 0:
-            part = inputs.to(output.dtype) @ _matrix(weights, slot).to(output.dtype)[:width].T
+            part = inputs.to(output.dtype) @ _matrix(weights, slot, output.dtype)[:width].T
             target = output[:, :width]
             target.add_(part) if add_inputs else target.copy_(part.expand_as(target))
         elif not add_inputs:
@@ -115,8 +161,15 @@ def _note_batch(update_metadata):
     @functools.wraps(update_metadata)
     def wrapped(self, *args: Any, **kwargs: Any):
         update_metadata(self, *args, **kwargs)
-        self._tailor_no_tokens = not bool((self.token_lora_indices >= 0).any())
-        self._tailor_no_samples = not bool((self.sampler_indices >= 0).any())
+        _STEP_GROUPS.clear()
+        for name, flag in (
+            ("token_lora_indices", "_tailor_no_tokens"),
+            ("sampler_indices", "_tailor_no_samples"),
+        ):
+            indices = getattr(self, name)
+            groups = _compute_groups(indices)
+            _STEP_GROUPS[(indices.data_ptr(), indices.numel())] = groups
+            setattr(self, flag, not isinstance(groups, tuple) and all(slot < 0 for slot, _ in groups))
 
     return wrapped
 
