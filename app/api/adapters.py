@@ -6,7 +6,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -149,14 +149,18 @@ async def unload_adapter(name: str, adapters: AdaptersDep) -> AdapterDeleted:
     return AdapterDeleted(id=entry.name)
 
 
-@router.post("/load_lora_adapter", dependencies=[AdminDep], response_class=PlainTextResponse)
-async def vllm_load(body: LoadLoRAAdapterRequest, adapters: AdaptersDep, _: CatalogDep) -> str:
+#: vLLM answers its runtime-LoRA routes with a line of text; errors stay OpenAI-shaped JSON.
+_TEXT = {200: {"description": "Success", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
+
+@router.post("/load_lora_adapter", dependencies=[AdminDep], responses=_TEXT, response_class=Response)
+async def vllm_load(body: LoadLoRAAdapterRequest, adapters: AdaptersDep, _: CatalogDep) -> Response:
     """vLLM's runtime-LoRA route: the same checks as ``POST /v1/adapters``."""
     await adapters.load_path(body.lora_name, body.lora_path)
-    return f"Success: LoRA adapter '{body.lora_name}' added successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 
-@router.post("/unload_lora_adapter", dependencies=[AdminDep], response_class=PlainTextResponse)
-async def vllm_unload(body: UnloadLoRAAdapterRequest, adapters: AdaptersDep) -> str:
+@router.post("/unload_lora_adapter", dependencies=[AdminDep], responses=_TEXT, response_class=Response)
+async def vllm_unload(body: UnloadLoRAAdapterRequest, adapters: AdaptersDep) -> Response:
     await adapters.unload(body.lora_name)
-    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
