@@ -19,10 +19,18 @@ def replace_durably(tmp: Path, path: Path) -> None:
         os.close(fd)
 
 
-def write_text_durably(path: Path, text: str) -> None:
+def write_bytes_durably(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    replace_durably(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        replace_durably(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_durably(path: Path, text: str) -> None:
+    write_bytes_durably(path, text.encode("utf-8"))
 
 
 def is_disk_full(exc: BaseException) -> bool:

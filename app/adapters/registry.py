@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from typing import Literal
 
 from app.adapters.errors import AdapterError
 from app.engine import AdapterRef
+from indexers.durable import write_text_durably
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +130,7 @@ class AdapterRegistry:
 
     def _write(self) -> None:
         data = {"adapters": [{**asdict(e), "engine_id": None} for e in self._entries.values()]}
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".registry-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_durably(self._file, json.dumps(data, indent=2, sort_keys=True))
 
     def get(self, name: str) -> AdapterEntry | None:
         return self._entries.get(name)

@@ -7,14 +7,14 @@ job never starts on a file that cannot be read.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from indexers.durable import write_bytes_durably
 
 _ID = re.compile(r"^file-[0-9a-f]{24}$")
 
@@ -27,19 +27,6 @@ class StoredFile:
     bytes: int
     created_at: int
     examples: int = 0
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class FileStore:
@@ -64,8 +51,8 @@ class FileStore:
         )
         data_path, meta_path = self._paths(record.id)  # type: ignore[misc]
         with self._lock:
-            _atomic_write(data_path, data)
-            _atomic_write(meta_path, json.dumps(asdict(record)).encode())
+            write_bytes_durably(data_path, data)
+            write_bytes_durably(meta_path, json.dumps(asdict(record)).encode())
         return record
 
     def get(self, file_id: str) -> StoredFile | None:
