@@ -176,8 +176,12 @@ class FineTuner:
     async def create(self, req: FineTuningJobCreate) -> Job:
         kind, hp_in = _method(req)
         base_name, profile = self._resolve_model(req.model)
-        train_data = self._file(req.training_file, "training_file")
-        valid_data = self._file(req.validation_file, "validation_file") if req.validation_file else None
+        train_data = await asyncio.to_thread(self._file, req.training_file, "training_file")
+        valid_data = (
+            await asyncio.to_thread(self._file, req.validation_file, "validation_file")
+            if req.validation_file
+            else None
+        )
         train = await asyncio.to_thread(self._tokenize, train_data, profile, "training_file")
         valid = (
             await asyncio.to_thread(self._tokenize, valid_data, profile, "validation_file")
