@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
+from app.protocol.errors import ServiceError
 
-class AdapterError(Exception):
+
+class AdapterError(ServiceError):
     """A refused adapter or name: ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.adapters.errors import AdapterError
-from app.adapters.inspect import CONFIG, WEIGHTS, inspect_adapter
+from app.adapters.inspect import CONFIG, WEIGHTS, AdapterInfo, inspect_adapter
 from app.adapters.registry import AdapterEntry, AdapterRegistry, Source, check_name, resolve_inside
 from app.engine import Engine
 from app.engine.base import EngineError
@@ -69,14 +69,20 @@ class AdapterService:
             )
 
     async def register(
-        self, name: str, folder: Path, source: Source, *, domain: str | None = None
+        self,
+        name: str,
+        folder: Path,
+        source: Source,
+        *,
+        domain: str | None = None,
+        info: AdapterInfo | None = None,
     ) -> AdapterEntry:
-        """Validate ``folder`` (inside the adapters dir), load it into the engine and persist it."""
+        """Validate ``folder`` (inside the adapters dir; ``info`` when already validated), load it
+        into the engine and persist it."""
         self._check_free(name)
         engine = self.engine()
-        info = await asyncio.to_thread(
-            inspect_adapter, folder, engine.model, engine.max_lora_rank, self.max_bytes
-        )
+        if info is None:
+            info = await asyncio.to_thread(self._inspect, engine, folder)
         entry = AdapterEntry(
             name=name,
             path=str(folder.resolve().relative_to(self.root.resolve())),
@@ -101,8 +107,11 @@ class AdapterService:
         log.info("adapter %s loaded from %s (rank %d)", name, entry.path, entry.rank)
         return entry
 
+    def _inspect(self, engine: Engine, folder: Path) -> AdapterInfo:
+        return inspect_adapter(folder, engine.model, engine.max_lora_rank, self.max_bytes)
+
     async def load_path(self, name: str, path: str) -> AdapterEntry:
-        check_name(name)
+        self._check_free(name)
         folder = resolve_inside(self.root, path)
         return await self.register(name, folder, "path")
 
@@ -129,22 +138,18 @@ class AdapterService:
                     code="adapter_exists",
                     param="name",
                 )
-            engine = self.engine()
-            await asyncio.to_thread(
-                inspect_adapter, incoming, engine.model, engine.max_lora_rank, self.max_bytes
-            )
+            info = await asyncio.to_thread(self._inspect, self.engine(), incoming)
             incoming.rename(final)
         except BaseException:
             shutil.rmtree(incoming, ignore_errors=True)
             raise
         try:
-            return await self.register(name, final, source, domain=domain)
+            return await self.register(name, final, source, domain=domain, info=info)
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
 
     async def upload(self, name: str, files: dict[str, bytes]) -> AdapterEntry:
-        check_name(name)
         self._check_free(name)
         unknown = sorted(set(files) - {CONFIG, WEIGHTS, "README.md"})
         if unknown:
@@ -192,9 +197,7 @@ class AdapterService:
         for entry in self.registry.entries():
             try:
                 folder = resolve_inside(self.root, entry.path)
-                await asyncio.to_thread(
-                    inspect_adapter, folder, engine.model, engine.max_lora_rank, self.max_bytes
-                )
+                await asyncio.to_thread(self._inspect, engine, folder)
             except AdapterError as exc:
                 await asyncio.to_thread(self.registry.set_aside, entry.name, exc.message)
         for leftover in self.root.glob(".incoming-*"):

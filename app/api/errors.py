@@ -9,8 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.adapters.errors import AdapterError
-from app.protocol.errors import APIError
+from app.protocol.errors import APIError, ServiceError
 from indexers.durable import is_disk_full
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ async def api_error(_: Request, exc: APIError) -> JSONResponse:
     return _response(exc)
 
 
-async def adapter_error(_: Request, exc: AdapterError) -> JSONResponse:
+async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
     return _response(APIError(exc.status, exc.message, param=exc.param, code=exc.code))
 
 
@@ -64,7 +63,7 @@ async def unhandled(_: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error)
-    app.add_exception_handler(AdapterError, adapter_error)
+    app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unhandled)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, JobsDep, StateDep
-from app.finetune.service import FineTuneError, FineTuner
+from app.finetune.service import FineTuner
 from app.jobs import Job
 from app.protocol.errors import APIError
 from app.protocol.finetune import (
@@ -78,11 +78,7 @@ def _job(jobs, job_id: str) -> Job:
 
 @router.post("", dependencies=[AdminDep], response_model=FineTuningJob)
 async def create_job(body: FineTuningJobCreate, tuner: TunerDep) -> FineTuningJob:
-    try:
-        job = await tuner.create(body)
-    except FineTuneError as exc:
-        raise APIError(exc.status, exc.message, param=exc.param, code=exc.code) from exc
-    return public(job)
+    return public(await tuner.create(body))
 
 
 @router.get("", response_model=FineTuningJobList)

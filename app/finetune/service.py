@@ -35,6 +35,7 @@ from app.finetune.dataset import DatasetError
 from app.finetune.examples import Tokenized, tokenize_file
 from app.finetune.files import FileStore
 from app.jobs import Job, JobManager, JobRunner
+from app.protocol.errors import ServiceError
 from app.protocol.finetune import FineTuningJobCreate, Hyperparameters
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,8 @@ LORA_METHODS = ("supervised", "lora")
 SOFT_PROMPT_METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning")
 
 
-class FineTuneError(Exception):
+class FineTuneError(ServiceError):
     """A refused job request; ``status`` is the HTTP status."""
-
-    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
 
 
 def adapter_name(model: str, suffix: str | None, job_id: str) -> str:

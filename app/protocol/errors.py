@@ -57,6 +57,20 @@ class APIError(Exception):
         return ErrorResponse(error=detail).model_dump()
 
 
+class ServiceError(Exception):
+    """An error raised below the API (adapters, fine-tuning) that knows its HTTP status.
+
+    Lower layers raise their own subclasses; one handler in ``app.api.errors`` renders them all.
+    """
+
+    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+
 _DESCRIPTIONS = {
     400: "Invalid request (context length, unsupported parameter, bad filter...)",
     401: "Missing or invalid API key",
