@@ -65,6 +65,12 @@ class EngineSettings(BaseModel):
     max_lora_rank: int = Field(
         16, ge=1, le=512, description="Largest LoRA rank accepted (and pre-allocated by vLLM)."
     )
+    prefix_max_batch: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most sequences the prefix-tuning path (transformers, beside vLLM) decodes together.",
+    )
     enforce_eager: bool = Field(
         True, description="Skip graph compilation: on CPU it costs 60-90 s per start."
     )
@@ -235,6 +241,11 @@ class Settings(BaseSettings):
     max_adapter_bytes: int = Field(
         1024 * 1024 * 1024, ge=1024, description="Largest adapter weights file accepted (413 beyond)."
     )
+    max_soft_prompt_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest soft-prompt file accepted by the import route (413 beyond).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
     )
@@ -260,6 +271,11 @@ class Settings(BaseSettings):
     @property
     def adapters_path(self) -> Path:
         return self.adapters_dir if self.adapters_dir is not None else self.data_dir / "adapters"
+
+    @property
+    def soft_prompts_path(self) -> Path:
+        """Trained and imported soft prompts, one folder each (managed by the service)."""
+        return self.data_dir / "soft_prompts"
 
     @property
     def auth_enabled(self) -> bool:

@@ -38,6 +38,7 @@ def attach_engine(state: AppState, engine: Engine) -> None:
         domains=state.domains.names if state.domains else list,
         profile=state.domains.get if state.domains else (lambda name: None),
         adapters=state.adapters.registry if state.adapters else None,
+        soft_prompts=state.soft_prompts,
     )
     state.engine = engine
     state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)
@@ -45,7 +46,12 @@ def attach_engine(state: AppState, engine: Engine) -> None:
 
 
 async def restore_adapters(state: AppState) -> None:
-    """Re-check the persisted adapters against the started engine (failures are set aside)."""
+    """Re-check the persisted adapters and soft prompts against the started engine (failures are set aside)."""
+    if state.soft_prompts is not None and state.engine is not None:
+        try:
+            await asyncio.to_thread(state.soft_prompts.restore, state.engine.model)
+        except Exception:  # noqa: BLE001 - soft prompts must never keep the service from serving
+            log.exception("restoring soft prompts failed")
     if state.adapters is None:
         return
     try:

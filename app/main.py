@@ -28,6 +28,7 @@ from app.api import (
     health,
     jobs,
     models,
+    soft_prompts,
 )
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
@@ -50,6 +51,7 @@ from app.lifecycle import (
 )
 from app.models.prepare import resolve_backbone, resolve_embedder
 from app.protocol.errors import error_responses
+from app.softprompts.service import SoftPromptService
 from app.state import AppState
 
 
@@ -59,6 +61,8 @@ def _body_limit(settings: Settings, path: str) -> int:
         return settings.knowledge.max_upload_bytes
     if path.rstrip("/") == "/v1/adapters":
         return settings.max_adapter_bytes + 1024 * 1024
+    if path.rstrip("/") == "/v1/soft-prompts/import":
+        return 2 * settings.max_soft_prompt_bytes + 1024 * 1024
     if path.rstrip("/") == "/v1/files":
         return settings.training.max_file_bytes + 64 * 1024
     return settings.max_body_bytes
@@ -83,11 +87,18 @@ def _training_base(state: AppState, name: str) -> tuple[str, DomainProfile | Non
 
 
 def _name_owner(state: AppState, name: str) -> str | None:
-    """What already answers to ``name`` as a model: the backbone or a domain (adapters checked apart)."""
+    """What already answers to ``name`` as a model: the backbone, a domain, an adapter, a soft prompt.
+
+    Each registry checks its own names itself (with its own 409); this covers the others.
+    """
     if state.catalog is not None and name == state.catalog.base_name:
         return "the base model"
     if state.domains is not None and state.domains.exists(name):
         return "a domain"
+    if state.adapters is not None and state.adapters.registry.get(name) is not None:
+        return "an adapter"
+    if state.soft_prompts is not None and state.soft_prompts.get(name) is not None:
+        return "a soft prompt"
     return None
 
 
@@ -124,6 +135,11 @@ def create_app(
             name_taken=lambda name: _name_owner(state, name),
             max_bytes=settings.max_adapter_bytes,
         )
+        state.soft_prompts = SoftPromptService(
+            settings.soft_prompts_path,
+            name_taken=lambda name: _name_owner(state, name),
+            max_bytes=settings.max_soft_prompt_bytes,
+        )
         state.files = FileStore(settings.data_dir / "files")
         state.tuner = FineTuner(
             settings,
@@ -131,8 +147,14 @@ def create_app(
             state.runner,
             state.files,
             state.adapters,
+            state.soft_prompts,
             engine=lambda: state.engine,
             resolve_model=lambda name: _training_base(state, name),
+            documents=lambda domain, limit: (
+                state.knowledge.texts_blocking(domain, limit)
+                if state.knowledge is not None and state.knowledge.has(domain)
+                else []
+            ),
         )
         if engine is not None:
             attach_engine(state, engine)
@@ -161,7 +183,19 @@ def create_app(
     errors.install(app)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller_scope)], responses=error_responses())
-    for module in (chat, completions, models, domains, documents, adapters, files, fine_tuning, jobs, admin):
+    for module in (
+        chat,
+        completions,
+        models,
+        domains,
+        documents,
+        adapters,
+        soft_prompts,
+        files,
+        fine_tuning,
+        jobs,
+        admin,
+    ):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -15,6 +15,7 @@ from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.serving.metrics import Metrics
 from app.serving.models import ModelCatalog
+from app.softprompts.service import SoftPromptService
 
 EngineStatus = Literal["starting", "ready", "restarting", "failed", "stopped"]
 
@@ -30,6 +31,7 @@ class AppState:
     runner: JobRunner | None = None
     domains: DomainRegistry | None = None
     adapters: AdapterService | None = None
+    soft_prompts: SoftPromptService | None = None
     files: FileStore | None = None
     tuner: FineTuner | None = None
     #: What the engine is doing while it is not serving (set by the start-up task and supervisor).

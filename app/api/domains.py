@@ -85,7 +85,14 @@ async def put_domain(
     registry = state.adapters.registry if state.adapters is not None else None
     if registry is not None and registry.get(name) is not None:
         raise APIError(409, f"'{name}' is the name of a LoRA adapter.", param="name", code="name_taken")
-    domains.check_references(body, lambda a: registry is not None and registry.get(a) is not None)
+    soft = state.soft_prompts
+    if soft is not None and soft.get(name) is not None:
+        raise APIError(409, f"'{name}' is the name of a soft prompt.", param="name", code="name_taken")
+    domains.check_references(
+        body,
+        adapter_exists=lambda a: registry is not None and registry.get(a) is not None,
+        soft_prompt_exists=lambda n: soft is not None and soft.get(n) is not None,
+    )
     _, created = await asyncio.to_thread(domains.profiles.put, name, body)
     public = await asyncio.to_thread(_public, domains, name)
     return JSONResponse(public.model_dump(mode="json"), status_code=201 if created else 200)

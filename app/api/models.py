@@ -1,4 +1,4 @@
-"""``GET /v1/models``: the backbone, domains and adapters; ``DELETE`` unloads a fine-tuned model."""
+"""``GET /v1/models``: backbone, domains, adapters, soft prompts; ``DELETE`` removes a fine-tuned one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from app.api.adapters import AdaptersDep
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, CatalogDep
+from app.api.soft_prompts import SoftPromptsDep
 from app.protocol.errors import APIError
 from app.protocol.openai import ModelCard, ModelList
 
@@ -32,8 +33,13 @@ class ModelDeleted(BaseModel):
 
 
 @router.delete("/models/{model_id}", dependencies=[AdminDep], response_model=ModelDeleted)
-async def delete_model(model_id: str, catalog: CatalogDep, adapters: AdaptersDep) -> ModelDeleted:
-    """OpenAI's "delete a fine-tuned model": unloads an adapter (the base model and domains stay)."""
+async def delete_model(
+    model_id: str, catalog: CatalogDep, adapters: AdaptersDep, soft: SoftPromptsDep
+) -> ModelDeleted:
+    """OpenAI's "delete a fine-tuned model": unloads an adapter or deletes a soft prompt."""
+    if soft.get(model_id) is not None:
+        soft.delete(model_id)
+        return ModelDeleted(id=model_id)
     if adapters.registry.get(model_id) is None:
         target = catalog.resolve(model_id)  # 404 for unknown names
         raise APIError(

@@ -28,12 +28,16 @@ class DomainRegistry:
         return profile
 
     @staticmethod
-    def check_references(body: DomainProfileIn, adapter_exists: Callable[[str], bool]) -> None:
-        """Soft prompts and adapters must exist (the soft-prompt registry arrives in a later release)."""
-        if body.soft_prompt is not None:
+    def check_references(
+        body: DomainProfileIn,
+        adapter_exists: Callable[[str], bool],
+        soft_prompt_exists: Callable[[str], bool] = lambda name: False,
+    ) -> None:
+        """The soft prompt and adapter a profile names must exist."""
+        if body.soft_prompt is not None and not soft_prompt_exists(body.soft_prompt):
             raise APIError(
                 422,
-                f"No soft prompt named '{body.soft_prompt}' (none are registered yet).",
+                f"No soft prompt named '{body.soft_prompt}' (see GET /v1/soft-prompts).",
                 param="soft_prompt",
                 code="unknown_soft_prompt",
             )

@@ -15,6 +15,7 @@ from app.engine.base import (
     InvalidEngineRequest,
     OutputDelta,
     SamplingOptions,
+    SoftPromptRef,
 )
 from app.engine.factory import build_engine
 
@@ -29,5 +30,6 @@ __all__ = [
     "InvalidEngineRequest",
     "OutputDelta",
     "SamplingOptions",
+    "SoftPromptRef",
     "build_engine",
 ]

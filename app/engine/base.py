@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 class EngineError(Exception):
@@ -65,16 +65,40 @@ class SamplingOptions:
     ignore_eos: bool = False
 
 
+@dataclass(frozen=True, eq=False)
+class SoftPromptRef:
+    """A trained soft prompt as the engine applies it: a tensor the server loaded, never a client's.
+
+    ``embeddings``: (virtual tokens, hidden) vectors placed before the prompt's token embeddings.
+    ``prefix``: (virtual tokens, layers × 2 × kv dim) key/value prefixes for every layer. ``id``
+    changes when the weights do, so nothing cached for an old tensor is reused.
+    """
+
+    name: str
+    id: int
+    kind: Literal["embeddings", "prefix"]
+    tensor: Any
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return int(self.tensor.shape[0])
+
+
 @dataclass(frozen=True)
 class EngineInput:
-    """A fully assembled prompt: the engine never sees client text it must parse."""
+    """A fully assembled prompt: the engine never sees client text it must parse.
+
+    With a soft prompt, its virtual tokens come first and take window positions too.
+    """
 
     token_ids: list[int]
+    soft_prompt: SoftPromptRef | None = None
 
     @property
     def length(self) -> int:
         """Positions the prompt takes in the context window."""
-        return len(self.token_ids)
+        virtual = self.soft_prompt.num_virtual_tokens if self.soft_prompt is not None else 0
+        return len(self.token_ids) + virtual
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ the batch has an adapter.
 batch are multiplied by that adapter's weights directly (no per-token copies), rows without an
 adapter get exactly nothing added, and batches with no adapter skip the LoRA work entirely. It is
 registered under vLLM's ``vllm.general_plugins`` entry point (pyproject.toml), which vLLM calls in
-each of its processes; it changes nothing on GPU builds, whose kernels mask -1 themselves.
+each of its processes; the kernel replacements change nothing on GPU builds, whose kernels mask -1
+themselves. On every build the LoRA wrapper of the embedding layer is bypassed: adapters here
+never carry embedding weights, and with prompt embeddings (soft prompts) in a LoRA batch vLLM's
+wrapper crashes the engine core (``_embedding_without_lora``).
 """
 
 from __future__ import annotations
@@ -170,6 +173,17 @@ def _note_batch(update_metadata):
     return wrapped
 
 
+def _embedding_without_lora(self, x):
+    """The backbone's embedding alone: adapters here never carry embedding weights.
+
+    ``app.adapters.inspect`` accepts LoRA tensors for linear layers only, so the LoRA part of the
+    embedding is always zero. Skipping it also avoids vLLM's row mismatch when prompt embeddings
+    share a batch with an adapter: vLLM then embeds only the token-id rows, while the LoRA
+    indices cover every row, and the CPU kernels index out of range (the engine core dies).
+    """
+    return self.base_layer.forward(x)
+
+
 def install() -> None:
     """Patch the CPU LoRA path once per process; a no-op where vLLM or its CPU path is absent."""
     global _INSTALLED
@@ -194,6 +208,8 @@ def install() -> None:
         x, w, y, self.token_lora_indices, offset, size, add
     )
     cls.add_lora_linear = _skip_without_adapters(cls.add_lora_linear, "_tailor_no_tokens")
-    cls.add_lora_embedding = _skip_without_adapters(cls.add_lora_embedding, "_tailor_no_tokens")
+    from vllm.lora.layers.vocab_parallel_embedding import VocabParallelEmbeddingWithLoRA
+
+    VocabParallelEmbeddingWithLoRA.forward = _embedding_without_lora
     cls.add_lora_logits = _skip_without_adapters(cls.add_lora_logits, "_tailor_no_samples")
     _INSTALLED = True

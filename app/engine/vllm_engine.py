@@ -28,6 +28,7 @@ from app.engine.base import (
     InvalidEngineRequest,
     OutputDelta,
     SamplingOptions,
+    SoftPromptRef,
 )
 from app.engine.failures import start_failure
 from app.loading import loading
@@ -75,6 +76,8 @@ class VLLMEngine(Engine):
         self._tokenizer: Any = None
         self._running = 0
         self._adapter_users: Counter[int] = Counter()
+        self._embeddings: Any = None  # the input embedding matrix, loaded for the first soft prompt
+        self._prefix: Any = None  # the prefix-tuning path, loaded for the first prefix prompt
         self.max_lora_rank = settings.max_lora_rank if settings.max_loras > 0 else 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -139,6 +142,9 @@ class VLLMEngine(Engine):
         self._llm = llm
 
     async def stop(self) -> None:
+        prefix, self._prefix = self._prefix, None
+        if prefix is not None:
+            await prefix.close()
         llm, self._llm = self._llm, None
         if llm is not None:
             await asyncio.to_thread(llm.shutdown)
@@ -152,7 +158,47 @@ class VLLMEngine(Engine):
         return self._tokenizer
 
     def stats(self) -> EngineStats:
-        return EngineStats(running_requests=self._running)
+        prefix = self._prefix.running if self._prefix is not None else 0
+        return EngineStats(running_requests=self._running + prefix)
+
+    # -- soft prompts --------------------------------------------------------------------------
+    def _embedding_matrix(self) -> Any:
+        """The backbone's input embeddings in the engine's dtype, read from the checkpoint once."""
+        if self._embeddings is None:
+            from soft_prompts.fingerprint import embedding_matrix
+
+            dtype = self._llm.model_config.dtype
+            self._embeddings = embedding_matrix(self.model).to(dtype)
+        return self._embeddings
+
+    def _prompt_embeds(self, ids: list[int], soft: SoftPromptRef) -> Any:
+        """Virtual vectors, then the prompt's token embeddings: what vLLM's model would embed itself."""
+        import torch
+
+        table = self._embedding_matrix()
+        vectors = soft.tensor.to(table.dtype)
+        if vectors.dim() != 2 or vectors.shape[1] != table.shape[1]:
+            raise InvalidEngineRequest(
+                f"soft prompt '{soft.name}' has width {tuple(vectors.shape)}; the model's is {table.shape[1]}"
+            )
+        embeds = torch.cat([vectors, table[torch.tensor(ids, dtype=torch.long)]], dim=0)
+        if not bool(torch.isfinite(embeds).all()):
+            raise InvalidEngineRequest(f"soft prompt '{soft.name}' holds non-finite values")
+        return embeds
+
+    async def _engine_prompt(self, prompt: EngineInput) -> dict[str, Any]:
+        if prompt.soft_prompt is None:
+            return {"prompt_token_ids": prompt.token_ids}
+        if self._embeddings is None:
+            await asyncio.to_thread(self._embedding_matrix)
+        return {"prompt_embeds": self._prompt_embeds(prompt.token_ids, prompt.soft_prompt)}
+
+    def _prefix_path(self) -> Any:
+        if self._prefix is None:
+            from app.engine.prefix_path import PrefixPath
+
+            self._prefix = PrefixPath(self.model, self._tokenizer, self.settings.prefix_max_batch)
+        return self._prefix
 
     # -- adapters ------------------------------------------------------------------------------
     @staticmethod
@@ -200,14 +246,16 @@ class VLLMEngine(Engine):
             raise InvalidEngineRequest("the continuation is empty")
         if len(prompt.token_ids) + len(continuation) >= self.max_model_len:
             raise InvalidEngineRequest("the prompt and continuation do not fit the window")
+        if prompt.soft_prompt is not None and prompt.soft_prompt.kind == "prefix":
+            raise InvalidEngineRequest("scoring with a prefix-tuning soft prompt is not supported")
         total = 0.0
         lora = self._lora_request(adapter)
         for j, token in enumerate(continuation):
             params = SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=[token], logprobs=0)
-            ids = prompt.token_ids + continuation[:j]
+            step_prompt = EngineInput(prompt.token_ids + continuation[:j], prompt.soft_prompt)
             final = None
             stream = self._llm.generate(
-                {"prompt_token_ids": ids}, params, f"{request_id}-{j}", lora_request=lora
+                await self._engine_prompt(step_prompt), params, f"{request_id}-{j}", lora_request=lora
             )
             async for out in stream:
                 final = out
@@ -248,13 +296,18 @@ class VLLMEngine(Engine):
             raise EngineUnavailable("the engine is not running")
         if request.adapter is not None and not self.max_lora_rank:
             raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
+        soft = request.prompt.soft_prompt
+        if soft is not None and soft.kind == "prefix":
+            async for deltas in self._prefix_path().generate(request, request_id):
+                yield deltas
+            return
         params = self._sampling_params(request.options)
+        prompt = await self._engine_prompt(request.prompt)
         lora = self._lora_request(request.adapter)
         self._running += 1
         if request.adapter is not None:
             self._adapter_users[request.adapter.id] += 1
         try:
-            prompt = {"prompt_token_ids": request.prompt.token_ids}
             stream = self._llm.generate(prompt, params, request_id, lora_request=lora)
             async for out in stream:
                 yield [

@@ -1,10 +1,11 @@
-"""Fine-tuning jobs: validate, queue, train in a separate process, register the adapter.
+"""Fine-tuning jobs: validate, queue, train in a separate process, register the result.
 
-One job trains at a time (the others wait, ``queued``, in order). The trainer is a child process
-(``app.finetune.worker``) so serving goes on; its progress lines become the job's progress and
-events. On success its output folder is validated like any adapter and moved into the adapters
-dir under the job's ``fine_tuned_model`` name, then registered: callable at once. A failed,
-cancelled or killed job leaves no adapter folder and no registry entry behind.
+A job trains a LoRA adapter (``supervised`` / ``lora``) or a soft prompt (``prompt_tuning``,
+``p_tuning``, ``prefix_tuning``). One job trains at a time (the others wait, ``queued``, in
+order). The trainer is a child process (``app.finetune.worker``) so serving goes on; its progress
+lines become the job's progress and events. On success its output is validated like any adapter or
+soft prompt and registered under the job's ``fine_tuned_model`` name: callable at once. A failed,
+cancelled or killed job leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import shutil
 import sys
@@ -37,6 +39,8 @@ from app.finetune.files import FileStore
 from app.jobs import Job, JobManager, JobRunner
 from app.protocol.errors import ServiceError
 from app.protocol.finetune import FineTuningJobCreate, Hyperparameters
+from app.softprompts.service import SoftPromptProblem, SoftPromptService
+from soft_prompts import config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,20 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 MIN_EXAMPLES_SEEN = 100
 LORA_METHODS = ("supervised", "lora")
 SOFT_PROMPT_METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning")
+#: Base learning rates (× learning_rate_multiplier). Soft prompts move a few thousand parameters
+#: against a frozen model and need far larger steps than LoRA.
+LEARNING_RATES = {"lora": BASE_LEARNING_RATE, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-2}
+DEFAULT_VIRTUAL_TOKENS = 20
+DEFAULT_PATIENCE = 2
+LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
+#: Fields each soft-prompt method takes besides OpenAI's and early_stopping_patience.
+SOFT_FIELDS = {
+    "prompt_tuning": ("num_virtual_tokens", "init", "init_text"),
+    "p_tuning": ("num_virtual_tokens", "encoder", "encoder_hidden_size"),
+    "prefix_tuning": ("num_virtual_tokens", "encoder_hidden_size", "projection"),
+}
+#: Without a validation file, soft-prompt jobs of at least this many examples hold out 10 %.
+AUTO_SPLIT_MIN = 20
 
 
 class FineTuneError(ServiceError):
@@ -60,42 +78,88 @@ def adapter_name(model: str, suffix: str | None, job_id: str) -> str:
     return f"ft-{stem[:50]}-{job_id.removeprefix('ftjob-')[:8]}"
 
 
-def resolve_hyperparameters(h: Hyperparameters, n: int, settings: Settings) -> dict[str, Any]:
+def _bad(message: str, param: str) -> FineTuneError:
+    return FineTuneError(400, message, code="invalid_hyperparameters", param=f"hyperparameters.{param}")
+
+
+def _check_fields(kind: str, h: Hyperparameters) -> None:
+    """A field that belongs to another method is refused rather than silently ignored."""
+    own = set(LORA_FIELDS) if kind in LORA_METHODS else set(SOFT_FIELDS[kind])
+    every = set(LORA_FIELDS).union(*SOFT_FIELDS.values())
+    for name in sorted((h.model_fields_set & every) - own):
+        if getattr(h, name) is not None:
+            raise _bad(f"{name} does not apply to method '{kind}'.", name)
+
+
+def _soft_prompt_config(kind: str, h: Hyperparameters, profile: DomainProfile | None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "method": kind,
+        "num_virtual_tokens": h.num_virtual_tokens or DEFAULT_VIRTUAL_TOKENS,
+    }
+    if kind == "prompt_tuning":
+        text = h.init_text or (profile.description if profile is not None and profile.description else None)
+        init = h.init or ("text" if text else "vocab")
+        data |= {"init": init, "init_text": text if init == "text" else None}
+    elif kind == "p_tuning":
+        data |= {"encoder": h.encoder or "mlp"}
+        if h.encoder_hidden_size:
+            data["encoder_hidden_size"] = h.encoder_hidden_size
+    else:
+        data |= {"projection": True if h.projection is None else h.projection}
+        if h.encoder_hidden_size:
+            data["encoder_hidden_size"] = h.encoder_hidden_size
+    try:
+        return config_from_dict(data).to_dict()
+    except ValueError as exc:
+        raise _bad(str(exc), "init_text" if "init" in str(exc) else "num_virtual_tokens") from exc
+
+
+def resolve_hyperparameters(
+    kind: str, h: Hyperparameters, n: int, settings: Settings, profile: DomainProfile | None = None
+) -> dict[str, Any]:
+    """Every setting the trainer needs, defaults filled in; 400 for values out of range."""
     limits = settings.training
-
-    def bad(message: str, param: str) -> FineTuneError:
-        return FineTuneError(400, message, code="invalid_hyperparameters", param=f"hyperparameters.{param}")
-
+    _check_fields(kind, h)
     if h.n_epochs == "auto":
         epochs = 3 if n * 3 >= MIN_EXAMPLES_SEEN else min(25, math.ceil(MIN_EXAMPLES_SEEN / n))
     elif not 1 <= h.n_epochs <= limits.max_epochs:
-        raise bad(f"n_epochs must be 1 to {limits.max_epochs}.", "n_epochs")
+        raise _bad(f"n_epochs must be 1 to {limits.max_epochs}.", "n_epochs")
     else:
         epochs = h.n_epochs
     if h.batch_size == "auto":
         batch = min(n, 4 if n < 256 else 8)
     elif not 1 <= h.batch_size <= 256:
-        raise bad("batch_size must be 1 to 256.", "batch_size")
+        raise _bad("batch_size must be 1 to 256.", "batch_size")
     else:
         batch = h.batch_size
     multiplier = 1.0 if h.learning_rate_multiplier == "auto" else float(h.learning_rate_multiplier)
     if not 0 < multiplier <= 10:
-        raise bad("learning_rate_multiplier must be above 0 and at most 10.", "learning_rate_multiplier")
+        raise _bad("learning_rate_multiplier must be above 0 and at most 10.", "learning_rate_multiplier")
+    soft = kind in SOFT_PROMPT_METHODS
+    patience = h.early_stopping_patience
+    out: dict[str, Any] = {
+        "n_epochs": epochs,
+        "batch_size": batch,
+        "learning_rate_multiplier": multiplier,
+        "learning_rate": LEARNING_RATES[kind if soft else "lora"] * multiplier,
+        "early_stopping_patience": (DEFAULT_PATIENCE if soft else 0) if patience is None else patience,
+    }
+    if soft:
+        config = _soft_prompt_config(kind, h, profile)
+        out["soft_prompt"] = config
+        out |= {k: v for k, v in config.items() if k != "method"}
+        return out
     rank = h.rank or DEFAULT_RANK
     if rank > min(limits.max_rank, settings.engine.max_lora_rank):
-        raise bad(
+        raise _bad(
             f"rank {rank} exceeds the largest this server trains and serves "
             f"({min(limits.max_rank, settings.engine.max_lora_rank)}).",
             "rank",
         )
     targets = h.target_modules or DEFAULT_TARGETS
     if any(not re.fullmatch(r"[A-Za-z0-9_.]{1,64}", t) for t in targets):
-        raise bad("target_modules are module names such as q_proj.", "target_modules")
-    return {
-        "n_epochs": epochs,
-        "batch_size": batch,
-        "learning_rate_multiplier": multiplier,
-        "learning_rate": BASE_LEARNING_RATE * multiplier,
+        raise _bad("target_modules are module names such as q_proj.", "target_modules")
+    return out | {
         "rank": rank,
         "alpha": float(h.alpha or 2 * rank),
         "dropout": DEFAULT_DROPOUT if h.dropout is None else h.dropout,
@@ -106,17 +170,11 @@ def resolve_hyperparameters(h: Hyperparameters, n: int, settings: Settings) -> d
 def _method(req: FineTuningJobCreate) -> tuple[str, Hyperparameters]:
     method = req.method
     kind = method.type if method else "supervised"
-    if kind in SOFT_PROMPT_METHODS:
+    if kind not in LORA_METHODS + SOFT_PROMPT_METHODS:
         raise FineTuneError(
             400,
-            f"Method '{kind}' (soft prompts) is not available in this release.",
-            code="unsupported_method",
-            param="method.type",
-        )
-    if kind not in LORA_METHODS:
-        raise FineTuneError(
-            400,
-            f"Method '{kind}' is not supported; use 'supervised' or 'lora'.",
+            f"Method '{kind}' is not supported; use 'supervised' or 'lora' (a LoRA adapter), or "
+            "'prompt_tuning', 'p_tuning' or 'prefix_tuning' (a soft prompt).",
             code="unsupported_method",
             param="method.type",
         )
@@ -132,16 +190,20 @@ class FineTuner:
         runner: JobRunner,
         files: FileStore,
         adapters: AdapterService,
+        soft_prompts: SoftPromptService,
         engine: Callable[[], Engine | None],
         resolve_model: Callable[[str], tuple[str, DomainProfile | None]],
+        documents: Callable[[str, int], list[str]] = lambda domain, limit: [],
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.runner = runner
         self.files = files
         self.adapters = adapters
+        self.soft_prompts = soft_prompts
         self._engine = engine
         self._resolve_model = resolve_model
+        self._documents = documents
         self.root = settings.data_dir / "fine_tuning"
         self.root.mkdir(parents=True, exist_ok=True)
         self._turn = asyncio.Lock()  # one job trains at a time; waiters are served in order
@@ -170,30 +232,91 @@ class FineTuner:
         except DatasetError as exc:
             raise FineTuneError(400, f"{param}: {exc}", code="invalid_training_file", param=param) from exc
 
+    def _document_examples(self, domain: str) -> list[Tokenized]:
+        """A domain's ingested chunks as language-modelling examples (all tokens carry the loss)."""
+        engine = self._engine()
+        if engine is None or not engine.ready:
+            raise FineTuneError(503, "The model is not ready; retry shortly.", code="engine_unavailable")
+        t = self.settings.training
+        texts = self._documents(domain, t.max_examples)
+        tok = engine.tokenizer
+        out = [
+            Tokenized([], tok(text, add_special_tokens=False)["input_ids"][: t.max_example_tokens])
+            for text in texts
+        ]
+        out = [e for e in out if len(e.answer_ids) >= 2]
+        if not out:
+            raise FineTuneError(
+                400,
+                f"training_file: omitted, and domain '{domain}' has no ingested text to train on "
+                "(ingest documents first, or upload a training file).",
+                code="invalid_training_file",
+                param="training_file",
+            )
+        return out
+
+    def _check_window(self, examples: list[Tokenized], virtual: int, param: str) -> None:
+        engine = self._engine()
+        window = engine.max_model_len if engine is not None else 0
+        for i, e in enumerate(examples, 1):
+            size = len(e.prompt_ids) + len(e.answer_ids) + virtual
+            if window and size > window:
+                raise FineTuneError(
+                    400,
+                    f"{param}: example {i} takes {size} positions with {virtual} virtual tokens; the "
+                    f"model's window is {window}.",
+                    code="invalid_training_file",
+                    param=param,
+                )
+
     async def create(self, req: FineTuningJobCreate) -> Job:
         kind, hp_in = _method(req)
         base_name, profile = self._resolve_model(req.model)
-        train_data = await asyncio.to_thread(self._file, req.training_file, "training_file")
+        if req.training_file is None:
+            if profile is None:
+                raise FineTuneError(
+                    400,
+                    "training_file is required unless `model` is a domain (whose documents are then the data).",
+                    code="invalid_training_file",
+                    param="training_file",
+                )
+            train = await asyncio.to_thread(self._document_examples, profile.name)
+        else:
+            train_data = await asyncio.to_thread(self._file, req.training_file, "training_file")
+            train = await asyncio.to_thread(self._tokenize, train_data, profile, "training_file")
         valid_data = (
             await asyncio.to_thread(self._file, req.validation_file, "validation_file")
             if req.validation_file
             else None
         )
-        train = await asyncio.to_thread(self._tokenize, train_data, profile, "training_file")
         valid = (
             await asyncio.to_thread(self._tokenize, valid_data, profile, "validation_file")
             if valid_data
             else []
         )
-        hp = resolve_hyperparameters(hp_in, len(train), self.settings)
-        job_id = f"ftjob-{uuid.uuid4().hex[:24]}"
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(3), "big")
-        public_hp = {k: v for k, v in hp.items() if k != "learning_rate"}
+        split = 0.0
+        if not valid and kind in SOFT_PROMPT_METHODS and len(train) >= AUTO_SPLIT_MIN:
+            # hold out 10 % (at most 100) for validation loss and early stopping
+            order = list(range(len(train)))
+            random.Random(seed).shuffle(order)
+            held = set(order[: min(100, max(2, len(train) // 10))])
+            valid = [e for i, e in enumerate(train) if i in held]
+            train = [e for i, e in enumerate(train) if i not in held]
+            split = round(len(valid) / (len(valid) + len(train)), 3)
+        hp = resolve_hyperparameters(kind, hp_in, len(train), self.settings, profile)
+        virtual = int(hp.get("num_virtual_tokens") or 0)
+        self._check_window(train, virtual, "training_file")
+        self._check_window(valid, virtual, "validation_file")
+        if split:
+            hp["validation_split"] = split
+        job_id = f"ftjob-{uuid.uuid4().hex[:24]}"
+        public_hp = {k: v for k, v in hp.items() if k != "soft_prompt"}
         info = {
             "model": req.model,
             "base_model": base_name,
             "domain": profile.name if profile else None,
-            "training_file": req.training_file,
+            "training_file": req.training_file or f"documents:{profile.name}",
             "validation_file": req.validation_file,
             "suffix": req.suffix,
             "seed": seed,
@@ -214,14 +337,19 @@ class FineTuner:
         await asyncio.to_thread(self._write_examples, folder / "train.jsonl", train)
         if valid:
             await asyncio.to_thread(self._write_examples, folder / "valid.jsonl", valid)
+        source = "training examples" if req.training_file else f"document chunks of domain '{profile.name}'"
         self._event(
             job,
-            f"Validated {len(train)} training examples"
-            + (f" and {len(valid)} validation examples" if valid else ""),
+            f"Validated {len(train)} {source}"
+            + (f" and {len(valid)} validation examples" if valid else "")
+            + (f" (held out {split:.0%} of the training data)" if split else ""),
         )
         self._event(job, "Fine-tuning job queued")
         self.runner.start(
-            job, lambda: self._run(job, hp, seed, bool(valid)), self._describe(job), starts_running=False
+            job,
+            lambda: self._run(job, kind, hp, seed, bool(valid)),
+            self._describe(job),
+            starts_running=False,
         )
         return job
 
@@ -236,7 +364,9 @@ class FineTuner:
 
     def _describe(self, job: Job) -> Callable[[BaseException], str]:
         def describe(exc: BaseException) -> str:
-            code = "adapter_rejected" if isinstance(exc, AdapterError) else "training_failed"
+            code = (
+                "adapter_rejected" if isinstance(exc, AdapterError | SoftPromptProblem) else "training_failed"
+            )
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             self.jobs.update(job, result={**job.result, "error_code": code, "finished_at": int(time.time())})
             self._event(job, f"Fine-tuning failed: {message}", "error")
@@ -249,12 +379,15 @@ class FineTuner:
         t = self.settings.training.threads
         return t if t > 0 else max(1, (os.cpu_count() or 2) // 2)
 
-    async def _run(self, job: Job, hp: dict[str, Any], seed: int, has_valid: bool) -> dict[str, Any]:
+    async def _run(
+        self, job: Job, kind: str, hp: dict[str, Any], seed: int, has_valid: bool
+    ) -> dict[str, Any]:
         async with self._turn:
             self.jobs.update(job, status="running")
             self._event(job, "Fine-tuning job started")
             folder = self.root / job.id
-            output = self.adapters.incoming()
+            soft = kind in SOFT_PROMPT_METHODS
+            output = self.adapters.incoming() if not soft else folder / "soft_prompt"
             engine = self._engine()
             if engine is None:
                 raise RuntimeError("the model is not loaded")
@@ -265,6 +398,8 @@ class FineTuner:
                 "pad_id": engine.tokenizer.pad_token_id or engine.tokenizer.eos_token_id or 0,
                 "seed": seed,
                 "threads": self._threads(),
+                "method": kind if soft else "lora",
+                "soft_prompt": hp.get("soft_prompt"),
                 "hyperparameters": hp,
                 "output_dir": str(output),
             }
@@ -273,7 +408,11 @@ class FineTuner:
                 trained_tokens = await self._train(job, folder)
                 name = adapter_name(job.result["base_model"], job.result["suffix"], job.id)
                 await self._engine_ready()
-                await self.adapters.adopt(name, output, "fine-tune", domain=job.result["domain"])
+                if soft:
+                    meta = {"source": "fine-tune", "domain": job.result["domain"], "fine_tuning_job": job.id}
+                    await asyncio.to_thread(self.soft_prompts.adopt, name, output, meta)
+                else:
+                    await self.adapters.adopt(name, output, "fine-tune", domain=job.result["domain"])
             finally:
                 shutil.rmtree(output, ignore_errors=True)
                 for data in ("train.jsonl", "valid.jsonl"):
@@ -364,6 +503,14 @@ class FineTuner:
                 f"Epoch {msg['epoch']} done in {msg['seconds']} s{valid}",
                 data={"epoch": msg["epoch"], "seconds": msg["seconds"], "valid_loss": msg["valid_loss"]},
             )
+        elif kind == "stopped":
+            self._event(
+                job,
+                f"Early stop after epoch {msg['epoch']}: validation loss has not improved since epoch "
+                f"{msg['best_epoch']} ({msg['best_valid_loss']}); keeping that epoch's weights",
+                data={k: msg[k] for k in ("epoch", "best_epoch", "best_valid_loss")},
+            )
+            return None
         elif kind == "done":
             self.jobs.update(job, progress=p, force=True)
             return int(msg["trained_tokens"])

@@ -1,18 +1,15 @@
 """The trainer process: ``python -m app.finetune.worker SPEC.json``.
 
 Runs apart from the server so serving goes on (and a crash or a kill touches nothing served).
-Reads token ids prepared by the service (prompt ids, answer ids), trains a PEFT LoRA on the very
-checkpoint vLLM serves (fp32 on CPU, bf16 on CUDA), and writes the adapter in PEFT format to the
-output folder. Progress goes to stdout as one JSON object per line; errors to stderr.
-
-The schedule is AdamW with a linear warm-up over the first 10 % of steps and a linear decay to
-zero; the loss is the mean cross-entropy over answer tokens only.
+Reads token ids prepared by the service (prompt ids, answer ids), trains on the very checkpoint
+vLLM serves (fp32 on CPU, bf16 on CUDA) with ``soft_prompts.train``'s loop, and writes the result
+to the output folder: a PEFT LoRA adapter, or a soft prompt folder (``soft_prompts.store``).
+Progress goes to stdout as one JSON object per line; errors to stderr.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
@@ -24,40 +21,6 @@ def emit(kind: str, **data: object) -> None:
     print(json.dumps({"type": kind, **data}), flush=True)
 
 
-def _batches(examples: list[dict], batch_size: int, rng: random.Random) -> list[list[dict]]:
-    order = examples[:]
-    rng.shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def _collate(batch: list[dict], pad_id: int, device):
-    import torch
-
-    seqs = [e["prompt_ids"] + e["answer_ids"] for e in batch]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (e, seq) in enumerate(zip(batch, seqs, strict=True)):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        start = len(e["prompt_ids"])
-        labels[row, start : len(seq)] = torch.tensor(e["answer_ids"])
-    return ids.to(device), mask.to(device), labels.to(device)
-
-
-def _loss(model, batch: list[dict], pad_id: int, device):
-    import torch
-
-    ids, mask, labels = _collate(batch, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
-    )
-    return loss, int((target != -100).sum())
-
-
 def _read(path: str | None) -> list[dict]:
     if not path:
         return []
@@ -65,23 +28,26 @@ def _read(path: str | None) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def evaluate(model, examples: list[dict], batch_size: int, pad_id: int, device) -> float:
-    import torch
+def _lora(model, hp: dict):
+    from peft import LoraConfig, get_peft_model
 
-    model.eval()
-    total, tokens = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            loss, n = _loss(model, examples[i : i + batch_size], pad_id, device)
-            total, tokens = total + float(loss), tokens + n
-    model.train()
-    return total / max(tokens, 1)
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=hp["rank"],
+        lora_alpha=hp["alpha"],
+        lora_dropout=hp["dropout"],
+        target_modules=hp["target_modules"],
+        bias="none",
+    )
+    return get_peft_model(model, config)
 
 
 def train(spec: dict) -> None:
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+
+    from soft_prompts import SoftPrompt, config_from_dict, fingerprint_of, save
+    from soft_prompts.train import LoopSettings, build_model, materialize, train_loop
 
     threads = int(spec.get("threads") or 0)
     if threads > 0:
@@ -91,61 +57,43 @@ def train(spec: dict) -> None:
     torch.manual_seed(seed)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    dtype = torch.bfloat16 if cuda else torch.float32
     hp = spec["hyperparameters"]
-    model = AutoModelForCausalLM.from_pretrained(spec["model_path"], dtype=dtype).to(device)
-    config = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=hp["rank"],
-        lora_alpha=hp["alpha"],
-        lora_dropout=hp["dropout"],
-        target_modules=hp["target_modules"],
-        bias="none",
+    method = spec.get("method", "lora")
+    # soft prompts train in fp32 everywhere: their gradients pass through the whole backbone
+    dtype = torch.bfloat16 if cuda and method == "lora" else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(spec["model_path"], dtype=dtype).to(device)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    soft = config_from_dict(spec["soft_prompt"]) if method != "lora" else None
+    model = _lora(base, hp) if soft is None else build_model(base, soft, spec["model_path"]).to(device)
+    settings = LoopSettings(
+        epochs=hp["n_epochs"],
+        batch_size=hp["batch_size"],
+        learning_rate=hp["learning_rate"],
+        seed=seed,
+        patience=int(hp.get("early_stopping_patience", 0) or 0),
     )
-    model = get_peft_model(model, config)
-    model.train()
-    train_set, valid_set = _read(spec["train_path"]), _read(spec.get("valid_path"))
-    pad_id = int(spec["pad_id"])
-    batch_size, epochs = hp["batch_size"], hp["n_epochs"]
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    total_steps = steps_per_epoch * epochs
-    warmup = max(1, total_steps // 10)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
-        ),
+    result = train_loop(
+        model,
+        _read(spec["train_path"]),
+        _read(spec.get("valid_path")),
+        int(spec["pad_id"]),
+        settings,
+        emit,
+        device,
     )
-    rng = random.Random(seed)
-    emit("start", total_steps=total_steps, n_epochs=epochs, examples=len(train_set), device=str(device))
-    step, trained_tokens, started = 0, 0, time.monotonic()
-    for epoch in range(1, epochs + 1):
-        epoch_started = time.monotonic()
-        for batch in _batches(train_set, batch_size, rng):
-            loss_sum, n = _loss(model, batch, pad_id, device)
-            loss = loss_sum / max(n, 1)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            trained_tokens += sum(len(e["prompt_ids"]) + len(e["answer_ids"]) for e in batch)
-            emit(
-                "step",
-                step=step,
-                total_steps=total_steps,
-                epoch=epoch,
-                train_loss=round(loss.item(), 4),
-                trained_tokens=trained_tokens,
-            )
-        valid_loss = round(evaluate(model, valid_set, batch_size, pad_id, device), 4) if valid_set else None
-        emit("epoch", epoch=epoch, valid_loss=valid_loss, seconds=round(time.monotonic() - epoch_started, 2))
     out = Path(spec["output_dir"])
-    model.save_pretrained(str(out), safe_serialization=True)
-    emit("done", trained_tokens=trained_tokens, seconds=round(time.monotonic() - started, 2))
+    if soft is None:
+        model.save_pretrained(str(out), safe_serialization=True)
+    else:
+        meta = {
+            **spec.get("meta", {}),
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_valid_loss": result.best_valid_loss,
+        }
+        save(SoftPrompt(soft, materialize(model).cpu(), fingerprint_of(spec["model_path"]), meta), out)
+    emit("done", trained_tokens=result.trained_tokens, seconds=result.seconds)
 
 
 def _exit_with_parent() -> None:

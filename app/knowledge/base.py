@@ -121,6 +121,13 @@ class KnowledgeBase:
             shutil.rmtree(path)
             return True
 
+    def texts_blocking(self, domain: str, limit: int) -> list[str]:
+        """Up to ``limit`` chunk texts of a domain, in ingestion order (training on documents)."""
+        store = self.collection(domain).store
+        ids = sorted(int(i) for i in store.chunk_ids())[:limit]
+        chunks = store.chunks(ids)
+        return [chunks[i]["text"] for i in ids if i in chunks and chunks[i]["text"].strip()]
+
     def search_blocking(self, domain: str, query: str, **kwargs: Any) -> list[SearchHit]:
         return self.collection(domain).search(query, **kwargs)
 

@@ -35,7 +35,11 @@ class FileDeleted(BaseModel):
 
 
 class Hyperparameters(BaseModel):
-    """OpenAI's fields plus the LoRA shape; ``auto`` picks a default that suits the data size."""
+    """OpenAI's fields plus each method's own; ``auto`` picks a default that suits the data size.
+
+    LoRA fields (rank, alpha, dropout, target_modules) apply to ``supervised`` / ``lora``; the
+    soft-prompt fields to their method only: a field another method owns is refused with 400.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,6 +59,33 @@ class Hyperparameters(BaseModel):
         max_length=32,
         description="Module names (default: every attention and MLP projection).",
     )
+    num_virtual_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="Soft prompts: virtual tokens (default 20); they take window positions.",
+    )
+    init: Literal["text", "vocab", "random"] | None = Field(
+        None,
+        description="prompt_tuning: start from init_text (default when given, or the domain's description), "
+        "from sampled vocabulary (default otherwise) or at random.",
+    )
+    init_text: str | None = Field(None, min_length=1, max_length=4000, description="prompt_tuning: the text.")
+    encoder: Literal["mlp", "lstm"] | None = Field(
+        None, description="p_tuning: the prompt encoder (default mlp)."
+    )
+    encoder_hidden_size: int | None = Field(
+        None, ge=1, le=8192, description="p_tuning / prefix_tuning: the encoder's hidden size."
+    )
+    projection: bool | None = Field(
+        None, description="prefix_tuning: train through an MLP reparameterization (default true)."
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Epochs without a better validation loss before stopping (soft prompts: default 2; 0 never).",
+    )
 
 
 class MethodParams(BaseModel):
@@ -64,13 +95,17 @@ class MethodParams(BaseModel):
 
 
 class Method(BaseModel):
-    """``{"type": T, T: {"hyperparameters": {...}}}``: supervised and lora both train a LoRA."""
+    """``{"type": T, T: {"hyperparameters": {...}}}``: supervised and lora both train a LoRA;
+    prompt_tuning, p_tuning and prefix_tuning train a soft prompt."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: str = "supervised"
     supervised: MethodParams | None = None
     lora: MethodParams | None = None
+    prompt_tuning: MethodParams | None = None
+    p_tuning: MethodParams | None = None
+    prefix_tuning: MethodParams | None = None
     dpo: dict[str, Any] | None = None
     reinforcement: dict[str, Any] | None = None
 
@@ -79,7 +114,13 @@ class FineTuningJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(..., min_length=1, max_length=256, description="The base model or a domain.")
-    training_file: str = Field(..., min_length=1, max_length=64)
+    training_file: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="A fine-tune JSONL file. Soft prompts only: omit it with `model` = a domain to train on "
+        "the domain's ingested documents (language modelling).",
+    )
     validation_file: str | None = Field(None, max_length=64)
     suffix: str | None = Field(None, min_length=1, max_length=40)
     seed: int | None = Field(None, ge=0, le=2_147_483_647)
@@ -99,10 +140,19 @@ class HyperparametersOut(BaseModel):
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
-    rank: int
-    alpha: float
-    dropout: float
-    target_modules: list[str]
+    learning_rate: float | None = None
+    rank: int | None = None
+    alpha: float | None = None
+    dropout: float | None = None
+    target_modules: list[str] | None = None
+    num_virtual_tokens: int | None = None
+    init: str | None = None
+    init_text: str | None = None
+    encoder: str | None = None
+    encoder_hidden_size: int | None = None
+    projection: bool | None = None
+    early_stopping_patience: int | None = None
+    validation_split: float | None = None
 
 
 class FineTuningJob(BaseModel):

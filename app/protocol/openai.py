@@ -99,6 +99,12 @@ class SamplingFields(_Request):
         max_length=64,
         description="Name of a loaded LoRA adapter to apply (overrides the domain's adapter).",
     )
+    soft_prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Name of a soft prompt to apply (overrides the domain's soft prompt).",
+    )
     # fields accepted by OpenAI that this service cannot honour: refused, never silently dropped
     logprobs: Any = None
     logit_bias: dict[str, float] | None = None
@@ -257,8 +263,12 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "tailor"
     root: str
-    parent: str | None = Field(None, description="For a domain or adapter: the backbone it runs on.")
-    kind: Literal["base", "domain", "adapter"] = Field("base", description="What the name selects.")
+    parent: str | None = Field(
+        None, description="For a domain, adapter or soft prompt: the backbone it runs on."
+    )
+    kind: Literal["base", "domain", "adapter", "soft_prompt"] = Field(
+        "base", description="What the name selects."
+    )
     max_model_len: int = Field(description="Context window in tokens (prompt + completion).")
 
 

@@ -49,6 +49,7 @@ class Optimizer:
         assert target.profile is not None
         self.profile = target.profile
         self.adapter = target.adapter
+        self.soft_prompt = target.soft_prompt
         self.req = req
         self.on_progress = on_progress
         self.templates = [PromptTemplate.parse(t) for t in req.candidates]
@@ -62,7 +63,9 @@ class Optimizer:
             self.profile, question, hits, template=template, examples=[(e.input, e.output) for e in shots]
         )
         reserve = reserve_for(self.req.max_tokens, None, self.engine.max_model_len, self.settings)
-        return EngineInput(assemble("chat", self.engine, parts, reserve, "examples").prompt.token_ids)
+        virtual = self.soft_prompt.num_virtual_tokens if self.soft_prompt is not None else 0
+        assembled = assemble("chat", self.engine, parts, reserve, "examples", virtual)
+        return EngineInput(assembled.prompt.token_ids, self.soft_prompt)
 
     def _rid(self) -> str:
         self._ids += 1

@@ -83,11 +83,16 @@ def reserve_for(requested: int | None, profile: DomainProfile | None, window: in
     return min(settings.default_max_tokens, window // 4)
 
 
-def assemble(kind: str, engine: Engine, parts: PromptParts, reserve: int, param: str) -> Assembled:
-    """Fit ``parts`` into the window as chat messages (``chat``) or plain text (``text``)."""
+def assemble(
+    kind: str, engine: Engine, parts: PromptParts, reserve: int, param: str, virtual: int = 0
+) -> Assembled:
+    """Fit ``parts`` into the window as chat messages (``chat``) or plain text (``text``).
+
+    ``virtual``: positions a soft prompt takes in front of the prompt (they leave the window).
+    """
     build = assemble_chat if kind == "chat" else assemble_text
     try:
-        return build(engine.tokenizer, parts, engine.max_model_len, reserve)
+        return build(engine.tokenizer, parts, engine.max_model_len - virtual, reserve)
     except ContextOverflow as exc:
         raise APIError(
             400,
@@ -97,15 +102,19 @@ def assemble(kind: str, engine: Engine, parts: PromptParts, reserve: int, param:
         ) from exc
 
 
-def context_report(assembled: Assembled, window: int, reserve: int) -> ContextReport:
+def context_report(assembled: Assembled, window: int, reserve: int, virtual: int = 0) -> ContextReport:
     return ContextReport(
         window=window,
-        prompt_tokens=len(assembled.prompt.token_ids),
+        prompt_tokens=len(assembled.prompt.token_ids) + virtual,
         reserved_tokens=reserve,
         passages_used=assembled.passages_used,
         passages_dropped=assembled.passages_dropped,
         history_turns_dropped=assembled.turns_dropped,
     )
+
+
+def _virtual(target: Target) -> int:
+    return target.soft_prompt.num_virtual_tokens if target.soft_prompt is not None else 0
 
 
 # -- chat ------------------------------------------------------------------------------------------
@@ -143,6 +152,7 @@ def prepare_chat(
     messages = [{"role": _ROLE_MAP.get(m.role, m.role), "content": m.text()} for m in req.messages]
     window = engine.max_model_len
     profile = target.profile
+    virtual = _virtual(target)
     used: list[SearchHit] = []
     report = None
     if profile is not None:
@@ -150,24 +160,25 @@ def prepare_chat(
         hits = list(hits or [])
         client_system, turns, question = _split_conversation(messages)
         parts = domain_parts(profile, question, hits, history=turns, client_system=client_system)
-        assembled = assemble("chat", engine, parts, reserve, "messages")
+        assembled = assemble("chat", engine, parts, reserve, "messages", virtual)
         rendered = assembled.prompt
         used = hits[: assembled.passages_used]
-        report = context_report(assembled, window, reserve)
+        report = context_report(assembled, window, reserve, virtual)
     else:
         rendered = render_chat(engine.tokenizer, messages)
-    check_prompt_fits(len(rendered.token_ids), window, "messages")
+    prompt = EngineInput(rendered.token_ids, target.soft_prompt)
+    check_prompt_fits(prompt.length, window, "messages")
     options = sampling_options(
         req,
         req.requested_max_tokens,
-        len(rendered.token_ids),
+        prompt.length,
         window,
         settings,
         profile.generation if profile else None,
     )
     return PreparedChat(
         target.model,
-        EngineRequest(EngineInput(rendered.token_ids), options, target.adapter),
+        EngineRequest(prompt, options, target.adapter),
         sources(used) if profile is not None else None,
         report,
         rendered.text if req.return_prompt else None,
@@ -224,6 +235,7 @@ def prepare_completion(
     reject_unsupported(req, {"suffix": bool(req.suffix), "best_of": req.best_of not in (None, 1, req.n)})
     window = engine.max_model_len
     profile = target.profile
+    virtual = _virtual(target)
     used: list[SearchHit] = []
     report = None
     if profile is not None:
@@ -232,23 +244,24 @@ def prepare_completion(
         reserve = reserve_for(req.requested_max_tokens, profile, window, settings)
         hits = list(hits or [])
         parts = domain_parts(profile, question, hits, with_system=False)
-        assembled = assemble("text", engine, parts, reserve, "prompt")
+        assembled = assemble("text", engine, parts, reserve, "prompt", virtual)
         ids, texts = [assembled.prompt.token_ids], [question]
         rendered_texts = [assembled.prompt.text]
         used = hits[: assembled.passages_used]
-        report = context_report(assembled, window, reserve)
+        report = context_report(assembled, window, reserve, virtual)
     else:
         ids, texts = _tokenize_prompts(req, engine.tokenizer)
         rendered_texts = texts
-    longest = max(len(i) for i in ids)
-    for i in ids:
-        check_prompt_fits(len(i), window, "prompt")
+    prompts = [EngineInput(i, target.soft_prompt) for i in ids]
+    longest = max(p.length for p in prompts)
+    for p in prompts:
+        check_prompt_fits(p.length, window, "prompt")
     options = sampling_options(
         req, req.requested_max_tokens, longest, window, settings, profile.generation if profile else None
     )
     return PreparedCompletion(
         target.model,
-        [EngineRequest(EngineInput(i), options, target.adapter) for i in ids],
+        [EngineRequest(p, options, target.adapter) for p in prompts],
         texts,
         req.echo,
         sources(used) if profile is not None else None,
@@ -268,12 +281,12 @@ class Pipeline:
     settings: Settings
 
     async def chat(self, req: ChatCompletionRequest) -> PreparedChat:
-        target = self.catalog.resolve(req.model, req.adapter)
+        target = self.catalog.resolve(req.model, req.adapter, req.soft_prompt)
         hits = await self._hits(target, req.retrieval, last_user_text(req))
         return prepare_chat(req, target, self.engine, self.settings, hits)
 
     async def completion(self, req: CompletionRequest) -> PreparedCompletion:
-        target = self.catalog.resolve(req.model, req.adapter)
+        target = self.catalog.resolve(req.model, req.adapter, req.soft_prompt)
         query = domain_prompt_text(req) if target.profile is not None else ""
         hits = await self._hits(target, req.retrieval, query)
         return prepare_completion(req, target, self.engine, self.settings, hits)

@@ -1,0 +1,125 @@
+"""Soft prompts: list, get, delete, and import a PEFT prompt-learning adapter (multipart)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import UploadFile
+
+from app.api.cleanjson import CleanJSONRoute
+from app.api.deps import AdminDep, CatalogDep, StateDep
+from app.protocol.errors import APIError
+from app.protocol.soft_prompts import SoftPromptDeleted, SoftPromptList, SoftPromptPublic
+from app.softprompts.service import SoftPromptEntry, SoftPromptService
+
+router = APIRouter(route_class=CleanJSONRoute, tags=["soft prompts"])
+
+
+def get_soft_prompts(state: StateDep) -> SoftPromptService:
+    if state.soft_prompts is None:
+        raise APIError(503, "The soft-prompt registry is not ready.", code="soft_prompts_unavailable")
+    return state.soft_prompts
+
+
+SoftPromptsDep = Annotated[SoftPromptService, Depends(get_soft_prompts)]
+
+
+def public(entry: SoftPromptEntry, parent: str) -> SoftPromptPublic:
+    config = entry.prompt.config.to_dict()
+    config.pop("method", None)
+    return SoftPromptPublic(
+        id=entry.name,
+        method=entry.method,
+        num_virtual_tokens=entry.prompt.num_virtual_tokens,
+        served_by="vllm" if entry.ref.kind == "embeddings" else "transformers",
+        config=config,
+        source="fine-tune" if entry.source == "fine-tune" else "import",
+        domain=entry.domain,
+        fine_tuning_job=entry.prompt.meta.get("fine_tuning_job"),
+        base_model=entry.prompt.fingerprint.model_id,
+        parent=parent,
+        size_bytes=entry.size_bytes,
+        created_at=entry.created_at,
+    )
+
+
+async def _read_upload(request: Request, max_bytes: int) -> tuple[str, dict[str, bytes]]:
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise APIError(
+            415,
+            "Send multipart/form-data with a 'name' field and the adapter's files.",
+            code="unsupported_media_type",
+        )
+    async with request.form(max_files=4, max_fields=4) as form:
+        name = form.get("name")
+        if not isinstance(name, str) or not name:
+            raise APIError(422, "The upload needs a 'name' field.", param="name", code="invalid_value")
+        files: dict[str, bytes] = {}
+        for key, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                continue
+            if key not in ("files", "files[]", "file"):
+                raise APIError(
+                    422, f"Unexpected file field '{key}'; use 'files'.", param=key, code="invalid_value"
+                )
+            fname = (value.filename or "").rsplit("/", 1)[-1]
+            data = await value.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise APIError(
+                    413, f"'{fname}' exceeds {max_bytes} bytes.", param="files", code="soft_prompt_too_large"
+                )
+            files[fname] = data
+    return name, files
+
+
+@router.post(
+    "/soft-prompts/import",
+    dependencies=[AdminDep],
+    response_model=SoftPromptPublic,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["name", "files"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        },
+                    }
+                }
+            }
+        }
+    },
+)
+async def import_soft_prompt(request: Request, soft: SoftPromptsDep, catalog: CatalogDep) -> SoftPromptPublic:
+    """Import a PEFT prompt-tuning, P-tuning or prefix-tuning adapter for the served backbone."""
+    name, files = await _read_upload(request, soft.max_bytes)
+    entry = await soft.import_files(name, files)
+    return public(entry, catalog.base_name)
+
+
+@router.get("/soft-prompts", response_model=SoftPromptList)
+async def list_soft_prompts(soft: SoftPromptsDep, catalog: CatalogDep) -> SoftPromptList:
+    return SoftPromptList(
+        data=[public(e, catalog.base_name) for e in soft.entries()], warnings=list(soft.warnings.values())
+    )
+
+
+@router.get("/soft-prompts/{name}", response_model=SoftPromptPublic)
+async def get_soft_prompt(name: str, soft: SoftPromptsDep, catalog: CatalogDep) -> SoftPromptPublic:
+    entry = soft.get(name)
+    if entry is None:
+        raise APIError(404, f"No soft prompt named '{name}'.", param="name", code="soft_prompt_not_found")
+    return public(entry, catalog.base_name)
+
+
+@router.delete("/soft-prompts/{name}", dependencies=[AdminDep], response_model=SoftPromptDeleted)
+async def delete_soft_prompt(name: str, soft: SoftPromptsDep, catalog: CatalogDep) -> SoftPromptDeleted:
+    """Delete: new requests get 404 at once; requests already running keep their tensor."""
+    entry = soft.delete(name)
+    return SoftPromptDeleted(id=entry.name)

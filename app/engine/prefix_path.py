@@ -1,0 +1,286 @@
+"""Prefix tuning served with transformers: per-layer key/value prefixes as the cache's first entries.
+
+vLLM has no way to put learned key/values into its paged cache on this build (prompt adapters
+were removed, KV connectors transfer computed caches between instances and are not built for the
+CPU backend), so requests with a prefix-tuning prompt run here instead, behind the same engine
+interface: the backbone loaded once with transformers (fp32 on CPU), batches of waiting requests
+prefilled together (left-padded; each row gets its own prefix, all of one length), then decoded
+step by step with per-row sampling, stops and streaming. It is slower than vLLM (no paged
+attention, no continuous batching: a batch runs to its end before the next starts); the cost is
+measured in ``bench/soft_prompts.py``.
+
+Positions follow training (PEFT): the prefix takes positions 0..n-1, the prompt starts at n, and
+prefix keys carry no rotary position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.engine.base import EngineRequest, InvalidEngineRequest, OutputDelta, SamplingOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Row:
+    """One choice of one request while it decodes."""
+
+    request: EngineRequest
+    index: int
+    out: asyncio.Queue
+    loop: asyncio.AbstractEventLoop
+    generator: Any = None
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0
+    done: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class _Pending:
+    request: EngineRequest
+    rows: list[_Row]
+
+
+class PrefixPath:
+    """Generation for prefix-tuning requests; one batch runs at a time in a worker thread."""
+
+    def __init__(self, model_path: str, tokenizer: Any, max_batch: int = 8) -> None:
+        self.model_path = model_path
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self.running = 0
+
+    # -- model -------------------------------------------------------------------------------------
+    def _load(self) -> Any:
+        with self._load_lock:
+            if self._model is None:
+                import torch
+                from transformers import AutoModelForCausalLM
+
+                model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+                model.eval()
+                self._model = model
+                log.info("prefix-tuning path loaded %s", self.model_path)
+        return self._model
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        self._model = None
+
+    # -- requests ----------------------------------------------------------------------------------
+    async def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
+        o = request.options
+        if request.adapter is not None:
+            raise InvalidEngineRequest("a prefix-tuning soft prompt cannot be combined with a LoRA adapter")
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue = asyncio.Queue()
+        rows = [_Row(request, i, out, loop) for i in range(o.n)]
+        await asyncio.to_thread(self._load)
+        self._queue.append(_Pending(request, rows))
+        self._ensure_worker()
+        self._wake.set()
+        self.running += 1
+        finished = 0
+        try:
+            while finished < len(rows):
+                delta = await out.get()
+                if isinstance(delta, BaseException):
+                    raise delta
+                if delta.finish_reason is not None:
+                    finished += 1
+                yield [delta]
+        finally:
+            self.running -= 1
+            for r in rows:
+                r.cancelled = True
+
+    def _ensure_worker(self) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._worker(), name="prefix-path")
+
+    async def _worker(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._take()
+                try:
+                    await asyncio.to_thread(self._run, batch)
+                except Exception as exc:  # noqa: BLE001 - reported to each waiting request
+                    log.exception("prefix-tuning batch failed")
+                    for r in batch:
+                        if not r.done:
+                            r.loop.call_soon_threadsafe(r.out.put_nowait, exc)
+
+    def _take(self) -> list[_Row]:
+        """Up to ``max_batch`` rows whose prefixes have the first waiting request's length."""
+        width = self._queue[0].request.prompt.soft_prompt.num_virtual_tokens
+        rows: list[_Row] = []
+        keep: list[_Pending] = []
+        for p in self._queue:
+            fits = p.request.prompt.soft_prompt.num_virtual_tokens == width
+            if fits and (not rows or len(rows) + len(p.rows) <= self.max_batch):
+                rows += p.rows
+            else:
+                keep.append(p)
+        self._queue = keep
+        return [r for r in rows if not r.cancelled]
+
+    # -- the batch, in a worker thread -------------------------------------------------------------
+    def _run(self, rows: list[_Row]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        if not rows:
+            return
+        model = self._model
+        cfg = model.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        layers = cfg.num_hidden_layers
+        n_virtual = rows[0].request.prompt.soft_prompt.num_virtual_tokens
+        prompts = [r.request.prompt.token_ids for r in rows]
+        width = max(len(p) for p in prompts)
+        b = len(rows)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, n_virtual + width), dtype=torch.long)
+        mask[:, :n_virtual] = 1
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, n_virtual + width - len(p) :] = 1
+        # each row's prefix: (layers × 2, kv heads, n, head dim), stacked over the batch
+        prefixes = torch.stack(
+            [
+                r.request.prompt.soft_prompt.tensor.to(torch.float32)
+                .reshape(n_virtual, layers * 2, kv_heads, head_dim)
+                .permute(1, 2, 0, 3)
+                for r in rows
+            ],
+            dim=1,
+        )
+        cache = DynamicCache()
+        for layer in range(layers):
+            cache.update(prefixes[2 * layer].contiguous(), prefixes[2 * layer + 1].contiguous(), layer)
+        for r in rows:
+            seed = r.request.options.seed
+            if seed is not None:
+                r.generator = torch.Generator().manual_seed(seed + r.index)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, n_virtual:]
+        counts = torch.zeros((b, len(self.tokenizer)), dtype=torch.float32)
+        prompt_seen = torch.zeros_like(counts)
+        for i, p in enumerate(prompts):
+            prompt_seen[i, p] = 1
+        max_steps = max(r.request.options.max_tokens for r in rows)
+        next_ids = ids
+        with torch.inference_mode():
+            for step in range(max_steps):
+                logits = (
+                    model(
+                        input_ids=next_ids,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                    .logits[:, -1, :]
+                    .float()
+                )
+                chosen = torch.empty(b, dtype=torch.long)
+                for i, r in enumerate(rows):
+                    chosen[i] = self._sample(logits[i], r, step, counts[i], prompt_seen[i])
+                for i, r in enumerate(rows):
+                    if not r.done and not r.cancelled:
+                        counts[i, chosen[i]] += 1
+                        self._advance(r, int(chosen[i]))
+                if all(r.done or r.cancelled for r in rows):
+                    break
+                next_ids = chosen.unsqueeze(1)
+                mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long)], dim=1)
+                positions = positions[:, -1:] + 1
+
+    def _sample(self, logits: Any, row: _Row, step: int, counts: Any, prompt_seen: Any) -> int:
+        import torch
+
+        o: SamplingOptions = row.request.options
+        if row.done or row.cancelled:
+            return self.tokenizer.pad_token_id or 0
+        if o.repetition_penalty != 1.0:
+            seen = (counts > 0) | (prompt_seen > 0)
+            penalised = torch.where(logits > 0, logits / o.repetition_penalty, logits * o.repetition_penalty)
+            logits = torch.where(seen, penalised, logits)
+        if o.frequency_penalty or o.presence_penalty:
+            logits = logits - o.frequency_penalty * counts - o.presence_penalty * (counts > 0).float()
+        eos = self._stop_ids(o)
+        if step < o.min_tokens and eos:
+            logits[list(eos)] = float("-inf")
+        if o.temperature == 0:
+            return int(torch.argmax(logits))
+        logits = logits / o.temperature
+        if o.top_k and o.top_k > 0:
+            kth = torch.topk(logits, min(o.top_k, logits.numel())).values[-1]
+            logits = torch.where(logits < kth, torch.full_like(logits, float("-inf")), logits)
+        probs = torch.softmax(logits, dim=-1)
+        if o.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            cutoff = sorted_p.cumsum(0) - sorted_p > o.top_p
+            sorted_p[cutoff] = 0
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+        if o.min_p > 0:
+            probs = torch.where(probs < o.min_p * probs.max(), torch.zeros_like(probs), probs)
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
+
+    def _stop_ids(self, o: SamplingOptions) -> set[int]:
+        ids = set(o.stop_token_ids)
+        if not o.ignore_eos and self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _advance(self, row: _Row, token: int) -> None:
+        """Append a token, decide whether the row is finished and send its new text."""
+        o = row.request.options
+        finish = stop_reason = None
+        stopped_by_token = 0
+        if token in self._stop_ids(o) and len(row.tokens) >= o.min_tokens:
+            finish, stopped_by_token = "stop", 1  # counted as generated, not shown (as vLLM does)
+            stop_reason = None if token == self.tokenizer.eos_token_id else token
+        else:
+            row.tokens.append(token)
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        if finish is None and o.stop:
+            for s in o.stop:
+                at = text.find(s, max(0, len(row.text) - len(s)))
+                if at >= 0:
+                    text, finish, stop_reason = text[:at], "stop", s
+                    break
+        if finish is None and len(row.tokens) >= o.max_tokens:
+            finish = "length"
+        if finish is None and text.endswith("\ufffd"):
+            return  # half a character: wait for the rest of it
+        delta = text[len(row.text) :]
+        counted = len(row.tokens) - row.sent + stopped_by_token
+        row.text, row.sent = text, len(row.tokens)
+        if finish is not None:
+            row.done = True
+        if delta or finish is not None:
+            event = OutputDelta(row.index, delta, counted, finish, stop_reason)
+            row.loop.call_soon_threadsafe(row.out.put_nowait, event)
