@@ -247,22 +247,82 @@ def adapters_unload(
     run(_server_url(url), key, name)
 
 
+soft_cli = typer.Typer(help="Soft prompts on a running server.", no_args_is_help=True)
+cli.add_typer(soft_cli, name="soft-prompts")
+
+
+@soft_cli.command("list")
+def soft_prompts_list(
+    url: str | None = _URL, key: str | None = typer.Option(None, envvar="TAILOR_API_KEY")
+) -> None:
+    """List soft prompts (and any set aside at start-up)."""
+    from app.client_soft_prompts import soft_prompts_list as run
+
+    run(_server_url(url), key)
+
+
+@soft_cli.command("import")
+def soft_prompts_import(
+    name: str = typer.Argument(..., help="Name requests will use as `model` or `soft_prompt`."),
+    folder: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="PEFT prompt-learning adapter folder (safetensors)."
+    ),
+    url: str | None = _URL,
+    key: str | None = _ADMIN,
+) -> None:
+    """Import a PEFT prompt-tuning, P-tuning or prefix-tuning adapter; usable by the next request."""
+    from app.client_soft_prompts import soft_prompts_import as run
+
+    run(_server_url(url), key, name, folder)
+
+
+@soft_cli.command("delete")
+def soft_prompts_delete(
+    name: str = typer.Argument(...), url: str | None = _URL, key: str | None = _ADMIN
+) -> None:
+    """Delete a soft prompt (requests already using it finish with it)."""
+    from app.client_soft_prompts import soft_prompts_delete as run
+
+    run(_server_url(url), key, name)
+
+
 @cli.command()
 def finetune(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL training file."),
+    file: Path | None = typer.Argument(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="JSONL training file (omit for a soft prompt trained on the domain's documents).",
+    ),
     model: str = typer.Option(..., "--model", help="The base model or a domain."),
-    method: str = typer.Option("lora", help="lora (or supervised: the same)."),
+    method: str = typer.Option(
+        "lora", help="lora (or supervised), prompt_tuning, p_tuning or prefix_tuning."
+    ),
     validation: Path | None = typer.Option(None, exists=True, dir_okay=False, help="JSONL validation file."),
     suffix: str | None = typer.Option(None, help="Part of the fine-tuned model's name."),
     epochs: int | None = typer.Option(None, min=1, help="n_epochs (default: auto)."),
     rank: int | None = typer.Option(None, min=1, help="LoRA rank (default 8)."),
+    virtual_tokens: int | None = typer.Option(None, min=1, help="Soft prompts: virtual tokens (default 20)."),
+    init_text: str | None = typer.Option(None, help="prompt_tuning: start from this text."),
     url: str | None = _URL,
     key: str | None = _ADMIN,
 ) -> None:
-    """Upload a training file, train a LoRA on the server with a progress bar, print the model name."""
+    """Upload a training file, train on the server with a progress bar, print the model name."""
     from app.client_tuning import finetune as run
 
-    run(_server_url(url), key, file, model, method, validation, suffix, epochs, rank)
+    run(
+        _server_url(url),
+        key,
+        file,
+        model,
+        method,
+        validation,
+        suffix,
+        epochs,
+        rank,
+        virtual_tokens=virtual_tokens,
+        init_text=init_text,
+    )
 
 
 @cli.command("settings")

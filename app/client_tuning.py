@@ -1,8 +1,8 @@
-"""``tailor adapters`` and ``tailor finetune``: adapters and fine-tuning on a running server.
+"""``tailor adapters`` and ``tailor finetune``: adapters, soft prompts and fine-tuning on a server.
 
 Like ``tailor ingest`` they go through the HTTP API (same auth, the server stays the only writer).
 ``finetune`` uploads the file, starts the job and follows it with a progress bar (step, epoch,
-loss) until the adapter is registered; it prints the ``fine_tuned_model`` name to stdout.
+loss) until the adapter or soft prompt is registered; it prints the ``fine_tuned_model`` name.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def adapters_unload(url: str, key: str | None, name: str) -> None:
 def finetune(
     url: str,
     key: str | None,
-    file: Path,
+    file: Path | None,
     model: str,
     method: str,
     validation: Path | None,
@@ -80,12 +80,19 @@ def finetune(
     epochs: int | None,
     rank: int | None,
     poll: float = 1.0,
+    virtual_tokens: int | None = None,
+    init_text: str | None = None,
 ) -> None:
+    """Train; ``file`` None trains a soft prompt on the domain's (``model``) ingested documents."""
     hyper: dict = {}
-    if epochs is not None:
-        hyper["n_epochs"] = epochs
-    if rank is not None:
-        hyper["rank"] = rank
+    for field, value in (
+        ("n_epochs", epochs),
+        ("rank", rank),
+        ("num_virtual_tokens", virtual_tokens),
+        ("init_text", init_text),
+    ):
+        if value is not None:
+            hyper[field] = value
     with _client(url, key) as client:
 
         def upload(path: Path) -> str:
@@ -95,11 +102,9 @@ def finetune(
             _raise_for_error(resp)
             return resp.json()["id"]
 
-        body: dict = {
-            "model": model,
-            "training_file": upload(file),
-            "method": {"type": method, method: {"hyperparameters": hyper}},
-        }
+        body: dict = {"model": model, "method": {"type": method, method: {"hyperparameters": hyper}}}
+        if file is not None:
+            body["training_file"] = upload(file)
         if validation is not None:
             body["validation_file"] = upload(validation)
         if suffix:

@@ -103,3 +103,35 @@ def test_adapters_and_finetune_commands(server, tmp_path: Path, model_path: str)
     (tmp_path / "bad.jsonl").write_text('{"messages": []}\n')
     bad = tailor("finetune", str(tmp_path / "bad.jsonl"), "--model", base, "--url", server.url)
     assert bad.returncode == 1 and "line 1" in bad.stderr
+
+
+def test_soft_prompt_commands(server, tmp_path: Path, model_path: str) -> None:
+    import json
+
+    import httpx
+
+    from tests.soft import peft_prompt
+
+    peft_prompt(model_path, "p_tuning", seed=5).save_pretrained(str(tmp_path / "pt"))
+    imported = tailor("soft-prompts", "import", "cli-soft", str(tmp_path / "pt"), "--url", server.url)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported cli-soft (p_tuning, 8 virtual tokens)" in imported.stderr
+    listed = tailor("soft-prompts", "list", "--url", server.url)
+    assert listed.returncode == 0 and "cli-soft" in listed.stdout and "p_tuning" in listed.stdout
+    assert tailor("soft-prompts", "import", "cli-soft", str(tmp_path / "pt"), "--url", server.url).returncode == 1
+    assert tailor("soft-prompts", "delete", "cli-soft", "--url", server.url).returncode == 0
+    assert tailor("soft-prompts", "delete", "cli-soft", "--url", server.url).returncode == 1
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"Ping {i}"}, {"role": "assistant", "content": "PONG"}]}
+        for i in range(4)
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
+    args = ["--model", base, "--method", "prompt_tuning", "--epochs", "1", "--virtual-tokens", "4"]
+    done = tailor("finetune", str(tmp_path / "train.jsonl"), *args, "--url", server.url)
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.strip().splitlines()[-1]
+    assert "epoch 1/1" in done.stderr
+    prompt = httpx.get(f"{server.url}/v1/soft-prompts/{name}").json()
+    assert prompt["method"] == "prompt_tuning" and prompt["num_virtual_tokens"] == 4
