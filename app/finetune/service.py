@@ -54,7 +54,7 @@ LORA_METHODS = ("supervised", "lora")
 SOFT_PROMPT_METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning")
 #: Base learning rates (× learning_rate_multiplier). Soft prompts move a few thousand parameters
 #: against a frozen model and need far larger steps than LoRA.
-LEARNING_RATES = {"lora": BASE_LEARNING_RATE, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-2}
+LEARNING_RATES = {"lora": BASE_LEARNING_RATE, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-3}
 DEFAULT_VIRTUAL_TOKENS = 20
 DEFAULT_PATIENCE = 2
 LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
