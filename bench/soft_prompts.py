@@ -83,7 +83,11 @@ def _train(client, url: str, base: str, method: str, train_id: str, valid_id: st
     job = client.fine_tuning.jobs.create(
         model=base, training_file=train_id, validation_file=valid_id, seed=seed, method={"type": kind}
     )
-    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled"):
+    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
         time.sleep(2)
     if job.status != "succeeded":
         raise RuntimeError(f"{method}: {job.error}")
@@ -193,7 +197,11 @@ def throughput() -> dict:
             for name in (base, "bench-prompt", "bench-prefix"):
                 asyncio.run(_load(server.url, [name], 8, 1))  # warm-up (loads the prefix path)
             out: dict = {"clients": 8, "requests_per_client": 6, "output_tokens": 64}
-            for label, name in (("plain", base), ("prompt_tuning", "bench-prompt"), ("prefix_tuning", "bench-prefix")):
+            for label, name in (
+                ("plain", base),
+                ("prompt_tuning", "bench-prompt"),
+                ("prefix_tuning", "bench-prefix"),
+            ):
                 out[label] = asyncio.run(_load(server.url, [name], 8, 6))
                 print(label, out[label], flush=True)
             out["plain_again"] = asyncio.run(_load(server.url, [base], 8, 6))

@@ -118,7 +118,10 @@ def test_soft_prompt_commands(server, tmp_path: Path, model_path: str) -> None:
     assert "imported cli-soft (p_tuning, 8 virtual tokens)" in imported.stderr
     listed = tailor("soft-prompts", "list", "--url", server.url)
     assert listed.returncode == 0 and "cli-soft" in listed.stdout and "p_tuning" in listed.stdout
-    assert tailor("soft-prompts", "import", "cli-soft", str(tmp_path / "pt"), "--url", server.url).returncode == 1
+    assert (
+        tailor("soft-prompts", "import", "cli-soft", str(tmp_path / "pt"), "--url", server.url).returncode
+        == 1
+    )
     assert tailor("soft-prompts", "delete", "cli-soft", "--url", server.url).returncode == 0
     assert tailor("soft-prompts", "delete", "cli-soft", "--url", server.url).returncode == 1
 
