@@ -216,6 +216,10 @@ def test_chat_and_streaming_with_a_soft_prompt(oai: openai.OpenAI, imported) -> 
         usage = chunks[-1].usage
         assert usage.prompt_tokens == full.usage.prompt_tokens  # virtual tokens count as prompt
         assert usage.completion_tokens == full.usage.completion_tokens
+        long = oai.chat.completions.create(
+            model=name, messages=messages, max_tokens=40, temperature=0, extra_body={"ignore_eos": True}
+        )
+        assert long.usage.completion_tokens == 40 and long.choices[0].finish_reason == "length", name
 
 
 def test_virtual_tokens_take_window_positions(

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from app.adapters.registry import AdapterEntry
 from app.adapters.service import AdapterService
 from app.api.cleanjson import CleanJSONRoute, loads
 from app.api.deps import AdminDep, CatalogDep, StateDep
+from app.api.uploads import read_named_files
 from app.protocol.adapters import (
     AdapterDeleted,
     AdapterList,
@@ -52,29 +52,6 @@ def public(entry: AdapterEntry, parent: str) -> AdapterPublic:
     )
 
 
-async def _read_upload(request: Request, max_bytes: int) -> tuple[str, dict[str, bytes]]:
-    async with request.form(max_files=4, max_fields=4) as form:
-        name = form.get("name")
-        if not isinstance(name, str) or not name:
-            raise APIError(422, "The upload needs a 'name' field.", param="name", code="invalid_value")
-        files: dict[str, bytes] = {}
-        for key, value in form.multi_items():
-            if not isinstance(value, UploadFile):
-                continue
-            if key not in ("files", "files[]", "file"):
-                raise APIError(
-                    422, f"Unexpected file field '{key}'; use 'files'.", param=key, code="invalid_value"
-                )
-            fname = (value.filename or "").rsplit("/", 1)[-1]
-            data = await value.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise APIError(
-                    413, f"'{fname}' exceeds {max_bytes} bytes.", param="files", code="adapter_too_large"
-                )
-            files[fname] = data
-    return name, files
-
-
 @router.post(
     "/adapters",
     dependencies=[AdminDep],
@@ -102,7 +79,7 @@ async def load_adapter(request: Request, adapters: AdaptersDep, catalog: Catalog
     """Load a PEFT LoRA: JSON ``{name, path}`` inside the adapters dir, or a multipart upload."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        name, files = await _read_upload(request, adapters.max_bytes)
+        name, files = await read_named_files(request, adapters.max_bytes, "adapter_too_large")
         entry = await adapters.upload(name, files)
     elif ctype.startswith("application/json"):
         try:

@@ -1,6 +1,7 @@
 """OpenAI's fine-tuning API: create (admin), list, get, cancel (admin), events.
 
-Jobs train a LoRA adapter; on success ``fine_tuned_model`` is an adapter name usable as ``model``.
+Jobs train a LoRA adapter or a soft prompt (``method.type``); on success ``fine_tuned_model`` names
+it, usable as ``model`` at once.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from pydantic import BaseModel
 
@@ -38,7 +40,7 @@ async def delete_model(
 ) -> ModelDeleted:
     """OpenAI's "delete a fine-tuned model": unloads an adapter or deletes a soft prompt."""
     if soft.get(model_id) is not None:
-        soft.delete(model_id)
+        await asyncio.to_thread(soft.delete, model_id)
         return ModelDeleted(id=model_id)
     if adapters.registry.get(model_id) is None:
         target = catalog.resolve(model_id)  # 404 for unknown names

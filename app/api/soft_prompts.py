@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import UploadFile
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, CatalogDep, StateDep
+from app.api.uploads import read_named_files
 from app.protocol.errors import APIError
 from app.protocol.soft_prompts import SoftPromptDeleted, SoftPromptList, SoftPromptPublic
 from app.softprompts.service import SoftPromptEntry, SoftPromptService
@@ -45,33 +46,13 @@ def public(entry: SoftPromptEntry, parent: str) -> SoftPromptPublic:
 
 
 async def _read_upload(request: Request, max_bytes: int) -> tuple[str, dict[str, bytes]]:
-    ctype = request.headers.get("content-type", "")
-    if not ctype.startswith("multipart/form-data"):
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise APIError(
             415,
             "Send multipart/form-data with a 'name' field and the adapter's files.",
             code="unsupported_media_type",
         )
-    async with request.form(max_files=4, max_fields=4) as form:
-        name = form.get("name")
-        if not isinstance(name, str) or not name:
-            raise APIError(422, "The upload needs a 'name' field.", param="name", code="invalid_value")
-        files: dict[str, bytes] = {}
-        for key, value in form.multi_items():
-            if not isinstance(value, UploadFile):
-                continue
-            if key not in ("files", "files[]", "file"):
-                raise APIError(
-                    422, f"Unexpected file field '{key}'; use 'files'.", param=key, code="invalid_value"
-                )
-            fname = (value.filename or "").rsplit("/", 1)[-1]
-            data = await value.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise APIError(
-                    413, f"'{fname}' exceeds {max_bytes} bytes.", param="files", code="soft_prompt_too_large"
-                )
-            files[fname] = data
-    return name, files
+    return await read_named_files(request, max_bytes, "soft_prompt_too_large")
 
 
 @router.post(
@@ -121,5 +102,5 @@ async def get_soft_prompt(name: str, soft: SoftPromptsDep, catalog: CatalogDep) 
 @router.delete("/soft-prompts/{name}", dependencies=[AdminDep], response_model=SoftPromptDeleted)
 async def delete_soft_prompt(name: str, soft: SoftPromptsDep, catalog: CatalogDep) -> SoftPromptDeleted:
     """Delete: new requests get 404 at once; requests already running keep their tensor."""
-    entry = soft.delete(name)
+    entry = await asyncio.to_thread(soft.delete, name)
     return SoftPromptDeleted(id=entry.name)

@@ -277,10 +277,10 @@ class PrefixPath:
         if finish is None and text.endswith("\ufffd"):
             return  # half a character: wait for the rest of it
         delta = text[len(row.text) :]
-        counted = len(row.tokens) - row.sent + stopped_by_token
-        row.text, row.sent = text, len(row.tokens)
         if finish is not None:
             row.done = True
-        if delta or finish is not None:
+        if delta or finish is not None:  # tokens that add no text are counted with the next delta
+            counted = len(row.tokens) - row.sent + stopped_by_token
+            row.text, row.sent = text, len(row.tokens)
             event = OutputDelta(row.index, delta, counted, finish, stop_reason)
             row.loop.call_soon_threadsafe(row.out.put_nowait, event)

@@ -117,8 +117,9 @@ class SoftPromptService:
                 log.warning(self.warnings[folder.name])
         with self._lock:
             self._entries = entries
-        for folder in self.root.glob(".*.tmp-*"):
-            shutil.rmtree(folder, ignore_errors=True)  # a save interrupted by a crash
+        for pattern in (".*.tmp-*", ".*.old-*", ".deleted-*"):
+            for folder in self.root.glob(pattern):
+                shutil.rmtree(folder, ignore_errors=True)  # a save or delete interrupted by a crash
 
     # -- writing -------------------------------------------------------------------------------
     def _fingerprint(self) -> Fingerprint:
