@@ -4,9 +4,11 @@
                 same seeded split as the LoRA benchmark (300 train, 60 validation, 300 test).
                 Through the HTTP API of one ``tailor serve`` subprocess, greedy chat accuracy on
                 the 300 test reviews (16 tokens; the first of "positive" / "negative" in the
-                answer is the prediction) of: the backbone with no adaptation; a domain with the
-                default profile; the same domain after the template optimizer chose among
-                ``bench/templates.py``'s candidates on the 60 validation examples; a
+                answer is the prediction) of: the backbone with no adaptation (the message is
+                the review and the question); a domain with the default profile (the same
+                message; and the bare review); the same domain after the template optimizer
+                chose among ``bench/templates.py``'s candidates on the 60 validation examples
+                (bare reviews: the template asks); a
                 prompt-tuning, a P-tuning, a prefix-tuning and a LoRA job, each trained with
                 default hyperparameters on the 300 training examples (60 for validation).
                 Also seconds per epoch of each job.
@@ -53,9 +55,10 @@ def _jsonl(rows: list[dict]) -> bytes:
     ).encode()
 
 
-async def _domain_accuracy(url: str, domain: str, test: list[dict]) -> dict:
-    """As ``bench.lora._accuracy`` but the question is the bare review: the domain's template asks."""
-    raw = [{"input": r["input"], "output": r["output"]} for r in test]
+async def _domain_accuracy(url: str, domain: str, test: list[dict], instruct: bool = False) -> dict:
+    """As ``bench.lora._accuracy`` through a domain: the message is the bare review (the template
+    must ask the question) or, with ``instruct``, the same instruction the other rows send."""
+    raw = [{"input": _prompt(r["input"]) if instruct else r["input"], "output": r["output"]} for r in test]
     import openai
 
     from bench.lora import _label
@@ -137,7 +140,12 @@ def quality(n_train: int, n_valid: int, n_test: int, seed: int, methods: list[st
             print("base", rows["no adaptation"], flush=True)
             with httpx.Client(base_url=server.url, timeout=600) as http:
                 http.put("/v1/domains/reviews", json={"retrieval": {"enabled": False}}).raise_for_status()
-                rows["default template"] = asyncio.run(_domain_accuracy(server.url, "reviews", test))
+                rows["default template, bare review"] = asyncio.run(
+                    _domain_accuracy(server.url, "reviews", test)
+                )
+                rows["default template"] = asyncio.run(
+                    _domain_accuracy(server.url, "reviews", test, instruct=True)
+                )
                 print("default template", rows["default template"], flush=True)
                 job = http.post(
                     "/v1/domains/reviews/optimize",
@@ -220,14 +228,17 @@ def main() -> None:
     ap.add_argument("--valid", type=int, default=60)
     ap.add_argument("--test", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated; empty: no training")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "quality":
-        result = quality(args.train, args.valid, args.test, args.seed, args.methods.split(","))
+        result = quality(
+            args.train, args.valid, args.test, args.seed, [m for m in args.methods.split(",") if m]
+        )
     else:
         result = throughput()
-    path = RESULTS / f"soft-prompts-{args.what}.json"
+    suffix = "" if args.what != "quality" or args.methods else "-templates"
+    path = RESULTS / f"soft-prompts-{args.what}{suffix}.json"
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
