@@ -79,6 +79,7 @@ def _fsync_file(path: Path) -> None:
 
 def save(prompt: SoftPrompt, folder: str | Path) -> Path:
     """Write ``prompt`` as ``folder`` atomically (replacing an existing one)."""
+    import torch
     from safetensors.torch import save_file
 
     prompt.validate()
@@ -92,7 +93,7 @@ def save(prompt: SoftPrompt, folder: str | Path) -> Path:
         (tmp / "fingerprint.json").write_text(
             json.dumps(prompt.fingerprint.to_dict(), indent=2, sort_keys=True), encoding="utf-8"
         )
-        tensor = prompt.tensor.detach().to("cpu", dtype=__import__("torch").float32).contiguous()
+        tensor = prompt.tensor.detach().to("cpu", dtype=torch.float32).contiguous()
         save_file({TENSOR_KEY: tensor}, str(tmp / "prompt.safetensors"))
         for name in FILES:
             _fsync_file(tmp / name)

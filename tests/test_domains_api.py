@@ -166,6 +166,8 @@ def test_echo_and_return_prompt_show_the_exact_prompt(http: httpx.Client, oai: o
 
 
 def test_context_budget_on_a_long_document_set(http: httpx.Client, oai: openai.OpenAI, engine) -> None:
+    # two full-window prompts and up to 300 new tokens each: minutes on 2 busy cores, not 120 s
+    oai = oai.with_options(timeout=600)
     docs = [
         {
             "id": f"clause-{i}",
