@@ -194,6 +194,22 @@ def _label(answer: str) -> str | None:
     return min(found)[1] if found else None
 
 
+def _jsonl(rows: list[dict]) -> bytes:
+    """Reviews as fine-tuning chat lines: the prompt, then the label as the answer."""
+    return "".join(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": _prompt(r["input"])},
+                    {"role": "assistant", "content": r["output"]},
+                ]
+            }
+        )
+        + "\n"
+        for r in rows
+    ).encode()
+
+
 async def _accuracy(url: str, model: str, test: list[dict]) -> dict:
     import openai
 
@@ -225,20 +241,6 @@ def quality(n_train: int, n_valid: int, n_test: int, seed: int) -> dict:
     pool, test = reviews(seed, n_train + n_valid, n_test)
     train, valid = pool[:n_train], pool[n_train:]
 
-    def jsonl(rows: list[dict]) -> bytes:
-        return "".join(
-            json.dumps(
-                {
-                    "messages": [
-                        {"role": "user", "content": _prompt(r["input"])},
-                        {"role": "assistant", "content": r["output"]},
-                    ]
-                }
-            )
-            + "\n"
-            for r in rows
-        ).encode()
-
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(
             RESULTS / "lora-quality-server.log",
@@ -260,8 +262,8 @@ def quality(n_train: int, n_valid: int, n_test: int, seed: int) -> dict:
             out["base"] = asyncio.run(_accuracy(server.url, base, test))
             print("base", out["base"], flush=True)
             serving_before = asyncio.run(_load(server.url, [base], 4, 4))
-            tf = client.files.create(file=("train.jsonl", jsonl(train)), purpose="fine-tune")
-            vf = client.files.create(file=("valid.jsonl", jsonl(valid)), purpose="fine-tune")
+            tf = client.files.create(file=("train.jsonl", _jsonl(train)), purpose="fine-tune")
+            vf = client.files.create(file=("valid.jsonl", _jsonl(valid)), purpose="fine-tune")
             t = time.perf_counter()
             job = client.fine_tuning.jobs.create(
                 model=base, training_file=tf.id, validation_file=vf.id, seed=seed

@@ -35,24 +35,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.lora import RESULTS, _accuracy, _load, _prompt, model_path  # noqa: E402
+from bench.lora import RESULTS, _accuracy, _jsonl, _load, _prompt, model_path  # noqa: E402
 
 METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning", "lora")
-
-
-def _jsonl(rows: list[dict]) -> bytes:
-    return "".join(
-        json.dumps(
-            {
-                "messages": [
-                    {"role": "user", "content": _prompt(r["input"])},
-                    {"role": "assistant", "content": r["output"]},
-                ]
-            }
-        )
-        + "\n"
-        for r in rows
-    ).encode()
 
 
 async def _domain_accuracy(url: str, domain: str, test: list[dict], instruct: bool = False) -> dict:

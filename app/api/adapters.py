@@ -13,7 +13,7 @@ from app.adapters.registry import AdapterEntry
 from app.adapters.service import AdapterService
 from app.api.cleanjson import CleanJSONRoute, loads
 from app.api.deps import AdminDep, CatalogDep, StateDep
-from app.api.uploads import read_named_files
+from app.api.uploads import NAMED_FILES_BODY, read_named_files
 from app.protocol.adapters import (
     AdapterDeleted,
     AdapterList,
@@ -59,19 +59,7 @@ def public(entry: AdapterEntry, parent: str) -> AdapterPublic:
     status_code=201,
     openapi_extra={
         "requestBody": {
-            "content": {
-                "application/json": {"schema": AdapterLoad.model_json_schema()},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["name", "files"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        },
-                    }
-                },
-            }
+            "content": {"application/json": {"schema": AdapterLoad.model_json_schema()}, **NAMED_FILES_BODY}
         }
     },
 )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, CatalogDep, StateDep
-from app.api.uploads import read_named_files
+from app.api.uploads import NAMED_FILES_BODY, read_named_files
 from app.protocol.errors import APIError
 from app.protocol.soft_prompts import SoftPromptDeleted, SoftPromptList, SoftPromptPublic
 from app.softprompts.service import SoftPromptEntry, SoftPromptService
@@ -60,22 +60,7 @@ async def _read_upload(request: Request, max_bytes: int) -> tuple[str, dict[str,
     dependencies=[AdminDep],
     response_model=SoftPromptPublic,
     status_code=201,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["name", "files"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        },
-                    }
-                }
-            }
-        }
-    },
+    openapi_extra={"requestBody": {"content": NAMED_FILES_BODY}},
 )
 async def import_soft_prompt(request: Request, soft: SoftPromptsDep, catalog: CatalogDep) -> SoftPromptPublic:
     """Import a PEFT prompt-tuning, P-tuning or prefix-tuning adapter for the served backbone."""

@@ -10,6 +10,20 @@ from app.protocol.errors import APIError
 #: The part of an upload body a multipart request's files may come in.
 FILE_FIELDS = ("files", "files[]", "file")
 
+#: OpenAPI description of such a body (FastAPI cannot infer it: the routes read the form themselves).
+NAMED_FILES_BODY = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["name", "files"],
+            "properties": {
+                "name": {"type": "string"},
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+}
+
 
 async def read_named_files(
     request: Request, max_bytes: int, too_large_code: str

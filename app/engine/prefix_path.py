@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.base import EngineRequest, InvalidEngineRequest, OutputDelta, SamplingOptions
+from soft_prompts.prefix_tuning import to_past_key_values
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +169,18 @@ class PrefixPath:
         for i, p in enumerate(prompts):
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, n_virtual + width - len(p) :] = 1
-        # each row's prefix: (layers × 2, kv heads, n, head dim), stacked over the batch
-        prefixes = torch.stack(
-            [
-                r.request.prompt.soft_prompt.tensor.to(torch.float32)
-                .reshape(n_virtual, layers * 2, kv_heads, head_dim)
-                .permute(1, 2, 0, 3)
-                for r in rows
-            ],
-            dim=1,
-        )
+        # each row's prefix as per-layer (key, value), concatenated over the batch
+        per_row = [
+            to_past_key_values(
+                r.request.prompt.soft_prompt.tensor.to(torch.float32), layers, kv_heads, head_dim
+            )
+            for r in rows
+        ]
         cache = DynamicCache()
         for layer in range(layers):
-            cache.update(prefixes[2 * layer].contiguous(), prefixes[2 * layer + 1].contiguous(), layer)
+            keys = torch.cat([kv[layer][0] for kv in per_row])
+            values = torch.cat([kv[layer][1] for kv in per_row])
+            cache.update(keys, values, layer)
         for r in rows:
             seed = r.request.options.seed
             if seed is not None:
