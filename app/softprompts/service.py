@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -23,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.adapters.registry import NAME  # adapters and soft prompts share one namespace of model names
 from app.engine import SoftPromptRef
 from app.protocol.errors import ServiceError
 from soft_prompts import Fingerprint, SoftPrompt, SoftPromptError, fingerprint_of, import_peft, load, save
 
 log = logging.getLogger(__name__)
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ids = itertools.count(1)
 
 
