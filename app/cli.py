@@ -54,6 +54,11 @@ def models_prepare(force: bool = typer.Option(False, help="Convert again even if
 def serve(
     host: str | None = typer.Option(None, help="Bind address (TAILOR_HOST)."),
     port: int | None = typer.Option(None, help="Port (TAILOR_PORT)."),
+    context_length: int | None = typer.Option(
+        None,
+        help="Context window in tokens (TAILOR_ENGINE__CONTEXT_LENGTH); beyond the backbone's "
+        "native window YaRN is applied with the factor it needs.",
+    ),
 ) -> None:
     """Start the HTTP server on the configured backbone.
 
@@ -66,7 +71,8 @@ def serve(
     from app.main import create_app
     from app.models.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
 
-    settings = _settings(host=host, port=port)
+    engine = {"context_length": context_length} if context_length is not None else None
+    settings = _settings(host=host, port=port, engine=engine)
     if settings.engine.preload_tcmalloc:
         _reexec_with_tcmalloc()
     _logging(settings.log_level)
@@ -77,10 +83,11 @@ def serve(
     try:
         if not settings.model:
             prepare_backbone(settings.data_dir)
-        resolve_backbone(settings.model, settings.data_dir)
+        model = resolve_backbone(settings.model, settings.data_dir)
     except ModelPrepareError as exc:
         typer.secho(f"tailor: cannot start: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
+    _check_window(settings, model)
 
     try:
         sock = _bind(settings.host, settings.port)
@@ -113,6 +120,25 @@ def serve(
     if not server.started:
         typer.secho("tailor: the server did not start (see the log above)", fg="red", err=True)
         raise typer.Exit(3)
+
+
+def _check_window(settings: Settings, model: str) -> None:
+    """Refuse a window the backbone cannot be given before anything loads (exit 2, like settings)."""
+    from app.window import WindowError, model_config, plan_window
+
+    try:
+        plan = plan_window(settings.engine, model_config(model))
+    except WindowError as exc:
+        typer.secho(f"invalid settings: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    if plan.rope is not None:
+        logging.getLogger("tailor").info(
+            "window %d tokens: %s RoPE scaling x%.4g over the native %d",
+            plan.window,
+            plan.rope["rope_type"],
+            plan.factor,
+            plan.native,
+        )
 
 
 def _reexec_with_tcmalloc() -> None:

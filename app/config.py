@@ -12,19 +12,84 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+ROPE_TYPES = ("linear", "dynamic", "yarn")
 
-class RopeScalingSettings(BaseModel):
-    """Long-context RoPE scaling of the backbone (applied by a later release of the engine)."""
 
-    type: Literal["none", "linear", "dynamic", "yarn"] = Field(
-        "none", description="RoPE scaling method; 'none' keeps the backbone's native window."
+class RopeScaling(BaseModel):
+    """RoPE scaling of the backbone, as transformers and vLLM spell it (``rope_parameters``).
+
+    Set as JSON: ``TAILOR_ENGINE__ROPE_SCALING='{"rope_type": "yarn", "factor": 4}'``. What the
+    factor and type mean for the served window is worked out in ``app.window``; here only what
+    can be judged without the model is checked, with messages that say what would work.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    rope_type: str = Field(
+        validation_alias=AliasChoices("rope_type", "type"),
+        description="'linear' (position interpolation), 'dynamic' (NTK-aware base scaling) or "
+        "'yarn' (per-frequency interpolation with attention temperature).",
     )
-    factor: float = Field(
-        1.0, ge=1.0, le=16.0, description="Window multiplier over the backbone's native positions."
+    factor: float = Field(description="Window multiplier over the original positions (>= 1).")
+    original_max_position_embeddings: int | None = Field(
+        None, description="Positions the backbone was trained on; empty reads the model's config."
     )
+    beta_fast: float | None = Field(None, gt=0, description="YaRN: fast rotation boundary (32).")
+    beta_slow: float | None = Field(None, gt=0, description="YaRN: slow rotation boundary (1).")
+    attention_factor: float | None = Field(
+        None, gt=0, description="YaRN: attention temperature; empty uses 0.1 ln(factor) + 1."
+    )
+
+    @field_validator("rope_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in ROPE_TYPES:
+            raise ValueError(
+                f"rope_type {value!r} is not supported; use one of {', '.join(ROPE_TYPES)} "
+                "(or leave rope_scaling empty for the backbone's native window)"
+            )
+        return value
+
+    @field_validator("factor")
+    @classmethod
+    def _factor_at_least_one(cls, value: float) -> float:
+        if not value >= 1.0 or value > 64.0:
+            raise ValueError(
+                f"factor {value:g} must be between 1 and 64: it multiplies the backbone's native "
+                "window (2 doubles it; 1 leaves it as is). To shorten the window, set "
+                "max_model_len instead"
+            )
+        return value
+
+    @field_validator("original_max_position_embeddings")
+    @classmethod
+    def _positive_original(cls, value: int | None) -> int | None:
+        if value is not None and value < 16:
+            raise ValueError(f"original_max_position_embeddings {value} is too small (at least 16)")
+        return value
+
+    @model_validator(mode="after")
+    def _yarn_fields(self) -> RopeScaling:
+        yarn_only = [
+            f for f in ("beta_fast", "beta_slow", "attention_factor") if getattr(self, f) is not None
+        ]
+        if yarn_only and self.rope_type != "yarn":
+            raise ValueError(f"{', '.join(yarn_only)} only apply to rope_type 'yarn'")
+        fast = self.beta_fast if self.beta_fast is not None else 32.0
+        slow = self.beta_slow if self.beta_slow is not None else 1.0
+        if fast <= slow:
+            raise ValueError(f"beta_fast ({fast:g}) must be larger than beta_slow ({slow:g})")
+        return self
+
+    @property
+    def limit(self) -> int | None:
+        """The longest window this scaling covers, when the original positions are known."""
+        if self.original_max_position_embeddings is None:
+            return None
+        return int(self.original_max_position_embeddings * self.factor)
 
 
 class EngineSettings(BaseModel):
@@ -39,7 +104,31 @@ class EngineSettings(BaseModel):
         "greedy output exactly) and bfloat16 on GPU.",
     )
     max_model_len: int | None = Field(
-        None, ge=16, description="Context window in tokens; empty uses the model's own."
+        None,
+        ge=16,
+        description="Context window in tokens; empty uses the model's own, or all that "
+        "rope_scaling allows. Beyond the native window it needs rope_scaling.",
+    )
+    context_length: int | None = Field(
+        None,
+        ge=16,
+        le=1_048_576,
+        description="The simple way to a long window (`tailor serve --context-length`): the window "
+        "you want; beyond the backbone's native one Tailor applies YaRN with the factor that "
+        "window needs. Use instead of rope_scaling and max_model_len.",
+    )
+    rope_scaling: RopeScaling | None = Field(
+        None,
+        description='RoPE scaling as JSON, e.g. {"rope_type": "yarn", "factor": 4.0, '
+        '"original_max_position_embeddings": 8192}; types linear, dynamic, yarn. The same '
+        "scaling is applied to serving, the prefix-tuning path and training.",
+    )
+    full_window_requests: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Requests using the whole window that the KV cache must hold at once; checked "
+        "at start (on CPU against kv_cache_space_gib) with the space it would take.",
     )
     kv_cache_space_gib: float = Field(
         2.0, gt=0, le=1024, description="KV-cache memory on CPU machines (VLLM_CPU_KVCACHE_SPACE)."
@@ -105,10 +194,32 @@ class EngineSettings(BaseModel):
         description="Longest wait between retries; restarts after a crash of a serving engine "
         "retry forever at this pace.",
     )
-    rope_scaling: RopeScalingSettings = Field(
-        default_factory=RopeScalingSettings,
-        description="Long-context RoPE scaling (placeholder until the long-context release).",
-    )
+
+    @model_validator(mode="after")
+    def _one_way_to_the_window(self) -> EngineSettings:
+        if self.context_length is not None and self.rope_scaling is not None:
+            raise ValueError(
+                "set context_length (Tailor picks YaRN for it) or rope_scaling (with max_model_len), not both"
+            )
+        if (
+            self.context_length is not None
+            and self.max_model_len is not None
+            and self.context_length != self.max_model_len
+        ):
+            raise ValueError(
+                f"context_length {self.context_length} and max_model_len {self.max_model_len} "
+                "disagree; context_length alone sets the window"
+            )
+        rope = self.rope_scaling
+        if rope is not None and rope.limit is not None and self.max_model_len is not None:
+            if self.max_model_len > rope.limit:
+                need = self.max_model_len / rope.original_max_position_embeddings
+                raise ValueError(
+                    f"max_model_len {self.max_model_len} is beyond what factor {rope.factor:g} "
+                    f"allows over {rope.original_max_position_embeddings} positions ({rope.limit}); "
+                    f"use factor >= {need:.4g}, or max_model_len <= {rope.limit}"
+                )
+        return self
 
 
 class KnowledgeSettings(BaseModel):

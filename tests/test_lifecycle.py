@@ -31,9 +31,14 @@ def test_health_503_while_starting_then_reports_failure(loop, base_settings: Set
         server.stop()
 
 
-def test_health_ok_when_ready(http: httpx.Client, model_name: str) -> None:
+def test_health_ok_when_ready(http: httpx.Client, model_name: str, engine) -> None:  # noqa: ANN001
     resp = http.get("/health")
-    assert resp.status_code == 200 and resp.json() == {"status": "ready", "model": model_name}
+    body = resp.json()
+    assert resp.status_code == 200 and body["status"] == "ready" and body["model"] == model_name
+    # the window the engine enforces, unscaled here, and the KV cache it needs
+    assert body["max_model_len"] == engine.max_model_len == body["window"]["max_model_len"]
+    assert body["window"]["rope_scaling"] is None and body["window"]["native_max_model_len"] == 8192
+    assert body["window"]["kv_cache"]["bytes_per_token"] == 46080
 
 
 def test_engine_is_restarted_after_its_core_is_killed(loop, base_settings: Settings, model_path: str) -> None:

@@ -24,7 +24,8 @@ def test_every_setting_is_in_the_readme() -> None:
 def test_env_parsing(monkeypatch) -> None:
     monkeypatch.setenv("TAILOR_API_KEYS", "a, b,,c")
     monkeypatch.setenv("TAILOR_ENGINE__MAX_MODEL_LEN", "4096")
-    monkeypatch.setenv("TAILOR_ENGINE__ROPE_SCALING__TYPE", "yarn")
+    monkeypatch.setenv("TAILOR_ENGINE__ROPE_SCALING", '{"rope_type": "yarn", "factor": 2}')
     s = Settings()
     assert s.api_keys == ["a", "b", "c"] and s.auth_enabled
-    assert s.engine.max_model_len == 4096 and s.engine.rope_scaling.type == "yarn"
+    assert s.engine.max_model_len == 4096
+    assert s.engine.rope_scaling is not None and s.engine.rope_scaling.rope_type == "yarn"

@@ -23,6 +23,7 @@ async def effective_config(state: StateDep) -> dict[str, Any]:
         "reason": state.reason(),
         "model": engine.model if engine else None,
         "max_model_len": engine.max_model_len if engine else None,
+        "window": engine.describe_window() if engine else None,
         "running_requests": engine.stats().running_requests if engine else 0,
     }
     return data

@@ -13,10 +13,21 @@ router = APIRouter(route_class=CleanJSONRoute, tags=["health"])
 
 @router.get("/health", responses={503: {"description": "Starting, restarting or failed, with a reason"}})
 async def health(state: StateDep) -> JSONResponse:
-    """200 ``ready`` once the engine serves; 503 ``starting``, ``restarting`` or ``failed`` with a reason."""
+    """200 ``ready`` once the engine serves; 503 ``starting``, ``restarting`` or ``failed`` with a reason.
+
+    Ready answers carry the window: ``max_model_len``, the RoPE scaling that gives it, the
+    backbone's native window and the KV cache it needs (``window``).
+    """
     status = state.status()
     if status == "ready":
-        return JSONResponse({"status": status, "model": state.catalog.base_name if state.catalog else None})
+        window = state.engine.describe_window() if state.engine is not None else {}
+        body = {
+            "status": status,
+            "model": state.catalog.base_name if state.catalog else None,
+            "max_model_len": window.get("max_model_len"),
+            "window": window,
+        }
+        return JSONResponse(body)
     return JSONResponse({"status": status, "reason": state.reason()}, status_code=503)
 
 

@@ -171,6 +171,18 @@ class Engine(abc.ABC):
     #: Largest LoRA rank the engine accepts; 0 when LoRA is off.
     max_lora_rank: int = 0
 
+    def describe_window(self) -> dict[str, Any]:
+        """The window, its RoPE scaling and KV-cache needs, for /health."""
+        return {"max_model_len": self.max_model_len}
+
+    def transformers_overrides(self) -> dict[str, Any]:
+        """Config fields that give a transformers copy of the backbone the served positions.
+
+        The prefix-tuning path and the trainers load the backbone with transformers; with these
+        they use the engine's RoPE scaling and window.
+        """
+        return {}
+
     @abc.abstractmethod
     def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
         """Stream output deltas; closing the iterator aborts the request in the engine."""

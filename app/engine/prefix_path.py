@@ -54,8 +54,16 @@ class _Pending:
 class PrefixPath:
     """Generation for prefix-tuning requests; one batch runs at a time in a worker thread."""
 
-    def __init__(self, model_path: str, tokenizer: Any, max_batch: int = 8) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer: Any,
+        max_batch: int = 8,
+        config_overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.model_path = model_path
+        #: The engine's RoPE scaling and window, so prefixes see the positions vLLM serves.
+        self.config_overrides = dict(config_overrides or {})
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self._model: Any = None
@@ -72,7 +80,9 @@ class PrefixPath:
                 import torch
                 from transformers import AutoModelForCausalLM
 
-                model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(
+                    self.model_path, dtype=torch.float32, **self.config_overrides
+                )
                 model.eval()
                 self._model = model
                 log.info("prefix-tuning path loaded %s", self.model_path)

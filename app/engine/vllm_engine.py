@@ -14,6 +14,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from app.config import EngineSettings
@@ -32,6 +33,8 @@ from app.engine.base import (
 )
 from app.engine.failures import start_failure
 from app.loading import loading
+from app.window import KVBudget, WindowError, WindowPlan, kv_budget, model_config, plan_window
+from app.window.memory import GIB
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,10 @@ def _apply_environment(settings: EngineSettings, on_gpu: bool) -> None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
 
 
+def _dtype(settings: EngineSettings, on_gpu: bool) -> str:
+    return settings.dtype if settings.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+
+
 def _vllm_rank(rank: int) -> int:
     """vLLM pre-allocates LoRA slots for one of a few ranks: the smallest that holds ``rank``."""
     for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):
@@ -79,22 +86,20 @@ class VLLMEngine(Engine):
         self._embeddings: Any = None  # the input embedding matrix, loaded for the first soft prompt
         self._prefix: Any = None  # the prefix-tuning path, loaded for the first prefix prompt
         self.max_lora_rank = settings.max_lora_rank if settings.max_loras > 0 else 0
+        self.plan: WindowPlan | None = None
+        self.kv: KVBudget | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _engine_args(self, on_gpu: bool) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         s = self.settings
-        if s.rope_scaling.type != "none":
-            raise ValueError(
-                "RoPE scaling is not available in this release; unset TAILOR_ENGINE__ROPE_SCALING__TYPE"
-            )
-        dtype = s.dtype if s.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+        plan = self.plan
         kwargs: dict[str, Any] = {
             "model": self.model,
             "tokenizer": self.model,
-            "dtype": dtype,
-            "max_model_len": s.max_model_len,
+            "dtype": _dtype(s, on_gpu),
+            "max_model_len": plan.window,
             "max_num_seqs": s.max_num_seqs,
             "enforce_eager": s.enforce_eager,
             "enable_prompt_embeds": True,
@@ -109,9 +114,43 @@ class VLLMEngine(Engine):
                 "max_cpu_loras": max(s.max_cpu_loras, s.max_loras),
                 "max_lora_rank": _vllm_rank(s.max_lora_rank),
             }
+        if plan.engine_overrides():
+            kwargs["hf_overrides"] = plan.engine_overrides()
         if on_gpu:
             kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
         return AsyncEngineArgs(**kwargs)
+
+    def _plan(self, on_gpu: bool) -> None:
+        """The window and its KV-cache needs, decided before vLLM loads anything.
+
+        Both failures are permanent (``WindowError`` is a ``ValueError``): no retry makes a
+        window fit that the settings do not allow.
+        """
+        config = model_config(self.model)
+        self.plan = plan_window(self.settings, config)
+        space = None if on_gpu else int(self.settings.kv_cache_space_gib * GIB)
+        self.kv = kv_budget(
+            config, _dtype(self.settings, on_gpu), self.plan.window, self.settings.full_window_requests, space
+        )
+        problem = self.kv.problem()
+        if problem:
+            raise WindowError(problem)
+        if self.plan.extrapolated:
+            log.warning(
+                "serving %d tokens without RoPE scaling past the native %d (VLLM_ALLOW_LONG_MAX_MODEL_LEN): "
+                "positions the backbone never saw; expect wrong answers beyond the native window",
+                self.plan.window,
+                self.plan.native,
+            )
+
+    def describe_window(self) -> dict[str, Any]:
+        if self.plan is None:
+            return super().describe_window()
+        kv = self.kv.describe() if self.kv is not None else None
+        return {**self.plan.describe(), "kv_cache": kv}
+
+    def transformers_overrides(self) -> dict[str, Any]:
+        return self.plan.transformers_overrides() if self.plan is not None else {}
 
     async def start(self) -> None:
         """Load the model off the event loop (so /health answers meanwhile), under the load lock.
@@ -133,13 +172,29 @@ class VLLMEngine(Engine):
 
         on_gpu = _on_gpu()
         _apply_environment(self.settings, on_gpu)
+        self._plan(on_gpu)
         args = self._engine_args(on_gpu)
         tokenizer = AutoTokenizer.from_pretrained(self.model)
         # AsyncLLM starts its output tasks lazily, on the loop of the first request.
         llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = tokenizer
         self.max_model_len = int(llm.model_config.max_model_len)
+        self._found_cache(llm)
         self._llm = llm
+
+    def _found_cache(self, llm: Any) -> None:
+        """On GPU the cache size is known only now: record it, and refuse a window it cannot hold."""
+        if self.kv is None or self.kv.space_bytes is not None:
+            return
+        blocks = getattr(llm.vllm_config.cache_config, "num_gpu_blocks", None)
+        block_size = getattr(llm.vllm_config.cache_config, "block_size", None)
+        if not blocks or not block_size:
+            return
+        self.kv = replace(self.kv, space_bytes=int(blocks) * int(block_size) * self.kv.bytes_per_token)
+        problem = self.kv.problem()
+        if problem:
+            llm.shutdown()
+            raise WindowError(problem.replace("is configured", "is free on the GPU"))
 
     async def stop(self) -> None:
         prefix, self._prefix = self._prefix, None
@@ -197,7 +252,9 @@ class VLLMEngine(Engine):
         if self._prefix is None:
             from app.engine.prefix_path import PrefixPath
 
-            self._prefix = PrefixPath(self.model, self._tokenizer, self.settings.prefix_max_batch)
+            self._prefix = PrefixPath(
+                self.model, self._tokenizer, self.settings.prefix_max_batch, self.transformers_overrides()
+            )
         return self._prefix
 
     # -- adapters ------------------------------------------------------------------------------

@@ -393,6 +393,8 @@ class FineTuner:
                 raise RuntimeError("the model is not loaded")
             spec = {
                 "model_path": engine.model,
+                # the served RoPE scaling and window: what is learnt is what is served
+                "config_overrides": engine.transformers_overrides(),
                 "train_path": str(folder / "train.jsonl"),
                 "valid_path": str(folder / "valid.jsonl") if has_valid else None,
                 "pad_id": engine.tokenizer.pad_token_id or engine.tokenizer.eos_token_id or 0,

@@ -61,7 +61,8 @@ def train(spec: dict) -> None:
     method = spec.get("method", "lora")
     # soft prompts train in fp32 everywhere: their gradients pass through the whole backbone
     dtype = torch.bfloat16 if cuda and method == "lora" else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(spec["model_path"], dtype=dtype).to(device)
+    overrides = spec.get("config_overrides") or {}
+    base = AutoModelForCausalLM.from_pretrained(spec["model_path"], dtype=dtype, **overrides).to(device)
     for p in base.parameters():
         p.requires_grad_(False)
     soft = config_from_dict(spec["soft_prompt"]) if method != "lora" else None
