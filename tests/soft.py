@@ -6,14 +6,17 @@ from pathlib import Path
 from typing import Any
 
 
-def peft_prompt(model_path: str, method: str, seed: int, n: int = 8) -> Any:
-    """A PEFT model with a seeded soft prompt strong enough to change outputs (fp32, eval mode)."""
+def peft_prompt(model_path: str, method: str, seed: int, n: int = 8, **config: Any) -> Any:
+    """A PEFT model with a seeded soft prompt strong enough to change outputs (fp32, eval mode).
+
+    ``config``: fields that override the backbone's config (a RoPE scaling).
+    """
     import torch
     from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **config)
     if method == "prompt_tuning":
         config = PromptTuningConfig(
             task_type="CAUSAL_LM", num_virtual_tokens=n, prompt_tuning_init="SAMPLE_VOCAB"

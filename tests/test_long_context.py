@@ -147,3 +147,61 @@ def test_a_domain_budgets_its_passages_against_the_scaled_window(scaled: ServerP
 
 def _base(server: ServerProcess) -> str:
     return _client(server).models.list().data[0].id
+
+
+def test_the_prefix_path_serves_the_scaled_positions(
+    scaled: ServerProcess, short_native: Path, tokenizer, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """A prefix-tuning prompt on a past-native prompt: served output == PEFT's on the scaled backbone."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from app.config import EngineSettings
+    from app.window import model_config, plan_window
+    from tests.soft import peft_greedy, peft_prompt, save_peft, upload
+
+    overrides = plan_window(
+        EngineSettings(context_length=WINDOW), model_config(str(short_native))
+    ).transformers_overrides()
+    scaled_peft = peft_prompt(str(short_native), "prefix_tuning", seed=5, **overrides)
+    files = save_peft(scaled_peft, tmp_path / "prefix")
+    text = passkey_prompt(tokenizer, 1300, 0.5, key_for(2, 1300, 0.5))
+    expected = peft_greedy(scaled_peft, tokenizer, text, 12)
+    unscaled_base = AutoModelForCausalLM.from_pretrained(str(short_native), dtype=scaled_peft.dtype)
+    unscaled = peft_greedy(
+        PeftModel.from_pretrained(unscaled_base, str(tmp_path / "prefix")).eval(), tokenizer, text, 12
+    )
+    assert expected != unscaled  # positions past 1024 differ with and without the scaling
+
+    data, parts = upload("long-prefix", files)
+    assert (
+        httpx.post(f"{scaled.url}/v1/soft-prompts/import", data=data, files=parts, timeout=120).status_code
+        == 201
+    )
+    served = _client(scaled).completions.create(
+        model="long-prefix", prompt=text, max_tokens=12, temperature=0
+    )
+    assert served.choices[0].text == expected
+
+
+def test_training_uses_the_scaled_positions(scaled: ServerProcess, tmp_path: Path) -> None:
+    from tests.test_finetune import moo_lines, upload, wait
+
+    oai = _client(scaled)
+    train = upload(oai, tmp_path, moo_lines())
+    job = oai.fine_tuning.jobs.create(
+        model=_base(scaled),
+        training_file=train.id,
+        suffix="long",
+        method={
+            "type": "prompt_tuning",
+            "prompt_tuning": {"hyperparameters": {"n_epochs": 1, "num_virtual_tokens": 4}},
+        },
+    )
+    job = wait(oai, job.id)
+    assert job.status == "succeeded", job.error
+    events = [e.message for e in oai.fine_tuning.jobs.list_events(job.id, limit=200).data]
+    # read back from the model the trainer loaded, not from what it was asked to load
+    assert f"Training with the served positions: RoPE yarn x2, base 100000, {WINDOW} positions" in events, (
+        events
+    )

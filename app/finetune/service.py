@@ -505,6 +505,19 @@ class FineTuner:
                 f"Epoch {msg['epoch']} done in {msg['seconds']} s{valid}",
                 data={"epoch": msg["epoch"], "seconds": msg["seconds"], "valid_loss": msg["valid_loss"]},
             )
+        elif kind == "positions":
+            rope = msg.get("rope_parameters") or {}
+            how = f"RoPE {rope.get('rope_type', 'default')}"
+            if "factor" in rope:
+                how += f" x{rope['factor']:g}"
+            if "rope_theta" in rope:
+                how += f", base {rope['rope_theta']:g}"
+            self._event(
+                job,
+                f"Training with the served positions: {how}, {msg['max_position_embeddings']} positions",
+                data={"rope_parameters": rope, "max_position_embeddings": msg["max_position_embeddings"]},
+            )
+            return None
         elif kind == "stopped":
             self._event(
                 job,

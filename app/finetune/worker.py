@@ -63,6 +63,12 @@ def train(spec: dict) -> None:
     dtype = torch.bfloat16 if cuda and method == "lora" else torch.float32
     overrides = spec.get("config_overrides") or {}
     base = AutoModelForCausalLM.from_pretrained(spec["model_path"], dtype=dtype, **overrides).to(device)
+    # what the loaded model actually uses, read back from it: the served window's positions
+    emit(
+        "positions",
+        rope_parameters=dict(getattr(base.config, "rope_parameters", None) or {}),
+        max_position_embeddings=base.config.max_position_embeddings,
+    )
     for p in base.parameters():
         p.requires_grad_(False)
     soft = config_from_dict(spec["soft_prompt"]) if method != "lora" else None
