@@ -145,6 +145,10 @@ def test_kv_cache_needs_are_computed_and_a_window_that_cannot_fit_is_refused(con
     assert message is not None
     assert "cannot hold 2 request(s) of the 32768-token window: 1.41 GiB each" in message
     assert "TAILOR_ENGINE__KV_CACHE_SPACE_GIB=2.9 or more" in message
+    gpu = two.problem(on_gpu=True)
+    assert (
+        gpu is not None and "vLLM found free on the GPU; raise TAILOR_ENGINE__GPU_MEMORY_UTILIZATION" in gpu
+    )
     assert kv_budget(config, "bfloat16", 32768, 2, 2 * GIB).problem() is None  # half the bytes
     assert kv_budget(config, "bfloat16", 32768, 2, None).problem() is None  # GPU: known after start
 

@@ -191,10 +191,10 @@ class VLLMEngine(Engine):
         if not blocks or not block_size:
             return
         self.kv = replace(self.kv, space_bytes=int(blocks) * int(block_size) * self.kv.bytes_per_token)
-        problem = self.kv.problem()
+        problem = self.kv.problem(on_gpu=True)
         if problem:
             llm.shutdown()
-            raise WindowError(problem.replace("is configured", "is free on the GPU"))
+            raise WindowError(problem)
 
     async def stop(self) -> None:
         prefix, self._prefix = self._prefix, None

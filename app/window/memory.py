@@ -42,17 +42,22 @@ class KVBudget:
     def capacity_tokens(self) -> int | None:
         return None if self.space_bytes is None else self.space_bytes // self.bytes_per_token
 
-    def problem(self) -> str | None:
+    def problem(self, on_gpu: bool = False) -> str | None:
         """Why the window does not fit, with the setting that would make it fit; None when it does."""
         if self.space_bytes is None or self.space_bytes >= self.needed_bytes:
             return None
         need_gib = self.needed_bytes / GIB
+        where = "vLLM found free on the GPU" if on_gpu else "is configured"
+        remedy = (
+            "raise TAILOR_ENGINE__GPU_MEMORY_UTILIZATION"
+            if on_gpu
+            else f"set TAILOR_ENGINE__KV_CACHE_SPACE_GIB={math.ceil(need_gib * 1.02 * 10) / 10:g} or more"
+        )
         return (
             f"the KV cache cannot hold {self.requests} request(s) of the {self.window}-token window: "
             f"{self.window_bytes / GIB:.2f} GiB each ({self.bytes_per_token} bytes per token), "
-            f"{need_gib:.2f} GiB in all, but {self.space_bytes / GIB:.2f} GiB is configured; set "
-            f"TAILOR_ENGINE__KV_CACHE_SPACE_GIB={math.ceil(need_gib * 1.02 * 10) / 10:g} or more, a smaller "
-            "window, fewer TAILOR_ENGINE__FULL_WINDOW_REQUESTS, or a 16-bit dtype"
+            f"{need_gib:.2f} GiB in all, but {self.space_bytes / GIB:.2f} GiB {where}; {remedy}, a "
+            "smaller window, fewer TAILOR_ENGINE__FULL_WINDOW_REQUESTS, or a 16-bit dtype"
         )
 
     def describe(self) -> dict[str, Any]:
