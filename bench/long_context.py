@@ -355,6 +355,7 @@ def qa() -> dict:
     import httpx
     import openai
 
+    from app.models.prepare import backbone_dir
     from bench.server import ServerProcess
 
     text = constitution_text()
@@ -367,7 +368,10 @@ def qa() -> dict:
     ):
         data = LOGS / "long-context-qa-data"
         server = ServerProcess(
-            LOGS / f"long-context-qa-{label.split()[0]}.log", TAILOR_DATA_DIR=str(data), **env
+            LOGS / f"long-context-qa-{label.split()[0]}.log",
+            TAILOR_DATA_DIR=str(data),
+            TAILOR_MODEL=str(backbone_dir(ROOT / "data")),  # prepared once, under the main data dir
+            **env,
         )
         try:
             server.wait_ready(900)
