@@ -53,6 +53,12 @@ class ScriptedEngine(Engine):
     def stats(self):
         return self.real.stats()
 
+    def describe_window(self) -> dict[str, Any]:
+        return self.real.describe_window()
+
+    def transformers_overrides(self) -> dict[str, Any]:
+        return self.real.transformers_overrides()
+
     async def continuation_logprob(
         self, prompt: EngineInput, continuation: list[int], request_id: str, adapter: AdapterRef | None = None
     ) -> float:

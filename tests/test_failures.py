@@ -158,7 +158,8 @@ def test_transient_start_failures_are_retried_and_restarts_retry_until_they_work
     server, made = _supervised(loop, engine, settings, script, fatal)
     try:
         body, seen = _poll(server.url, lambda b: b["status"] == "ready")
-        assert body == {"status": "ready", "model": model_name}
+        assert body["status"] == "ready" and body["model"] == model_name
+        assert body["max_model_len"] == engine.max_model_len
         retried = [b for b in seen if b["status"] == "starting" and b.get("reason")]
         assert (
             retried

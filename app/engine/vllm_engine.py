@@ -99,7 +99,7 @@ class VLLMEngine(Engine):
             "model": self.model,
             "tokenizer": self.model,
             "dtype": _dtype(s, on_gpu),
-            "max_model_len": plan.window,
+            "max_model_len": plan.window if plan.known else s.max_model_len,
             "max_num_seqs": s.max_num_seqs,
             "enforce_eager": s.enforce_eager,
             "enable_prompt_embeds": True,
@@ -128,10 +128,15 @@ class VLLMEngine(Engine):
         """
         config = model_config(self.model)
         self.plan = plan_window(self.settings, config)
+        if not self.plan.known:
+            return  # vLLM reads the checkpoint and says what is wrong with it, or picks the window
         space = None if on_gpu else int(self.settings.kv_cache_space_gib * GIB)
-        self.kv = kv_budget(
-            config, _dtype(self.settings, on_gpu), self.plan.window, self.settings.full_window_requests, space
-        )
+        dtype = _dtype(self.settings, on_gpu)
+        try:
+            self.kv = kv_budget(config, dtype, self.plan.window, self.settings.full_window_requests, space)
+        except (KeyError, TypeError, ZeroDivisionError):
+            self.kv = None  # a config without the model's shape: vLLM reports what is wrong with it
+            return
         problem = self.kv.problem()
         if problem:
             raise WindowError(problem)
@@ -147,7 +152,7 @@ class VLLMEngine(Engine):
         if self.plan is None:
             return super().describe_window()
         kv = self.kv.describe() if self.kv is not None else None
-        return {**self.plan.describe(), "kv_cache": kv}
+        return {**self.plan.describe(), "max_model_len": self.max_model_len, "kv_cache": kv}
 
     def transformers_overrides(self) -> dict[str, Any]:
         return self.plan.transformers_overrides() if self.plan is not None else {}

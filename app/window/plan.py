@@ -44,6 +44,8 @@ class WindowPlan:
     extrapolated: bool = False
     rope_theta: float = 10_000.0
     rotary_dim: int = 64
+    #: False when the config gives no trained positions: the engine decides the window.
+    known: bool = True
 
     @property
     def factor(self) -> float:
@@ -90,7 +92,7 @@ class WindowPlan:
         """What /health and the logs show."""
         return {
             "max_model_len": self.window,
-            "native_max_model_len": self.native,
+            "native_max_model_len": self.native if self.known else None,
             "rope_scaling": dict(self.rope) if self.rope else None,
             "extrapolated": self.extrapolated,
         }
@@ -112,6 +114,18 @@ def model_config(model: str) -> dict[str, Any]:
         return json.loads(file.read_text())
     except (OSError, ValueError) as exc:
         raise WindowError(f"cannot read {file}: {exc}") from exc
+
+
+#: Where configs keep their trained positions, in the order vLLM reads them.
+_NATIVE_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -143,14 +157,22 @@ def _rope_dict(rope: RopeScaling, original: int) -> dict[str, Any]:
 def plan_window(settings: EngineSettings, config: dict[str, Any]) -> WindowPlan:
     """Decide the window and its scaling, or say why the settings cannot work for this backbone."""
     config = _text_config(config)
-    native = config.get("max_position_embeddings")
-    if not isinstance(native, int) or native < 16:
-        raise WindowError("the backbone's config.json has no max_position_embeddings; set max_model_len")
-    theta, shipped = _model_rope(config)
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    rotary = int(head_dim * float((config.get("rope_parameters") or {}).get("partial_rotary_factor", 1.0)))
-    base = {"native": native, "rope_theta": theta, "rotary_dim": rotary}
+    native = next((config[k] for k in _NATIVE_KEYS if isinstance(config.get(k), int)), None)
     wanted = settings.context_length or settings.max_model_len
+    if native is None or native < 16:
+        if settings.context_length or settings.rope_scaling:
+            raise WindowError(
+                "the backbone's config.json gives no trained positions (max_position_embeddings): "
+                "its native window is unknown, so no RoPE scaling can be planned; set max_model_len alone"
+            )
+        # Nothing to scale: the engine judges the checkpoint and the window (``known`` False).
+        return WindowPlan(native=0, window=wanted or 0, known=False)
+    theta, shipped = _model_rope(config)
+    heads = config.get("num_attention_heads") or 1
+    head_dim = config.get("head_dim") or (config.get("hidden_size") or 64 * heads) // heads
+    partial = float((config.get("rope_parameters") or {}).get("partial_rotary_factor", 1.0))
+    rotary = int(head_dim * partial)
+    base = {"native": native, "rope_theta": theta, "rotary_dim": rotary}
     if (settings.context_length or settings.rope_scaling) and shipped is not None:
         raise WindowError(
             f"the backbone already ships with {shipped} RoPE scaling ({native} positions); "
