@@ -92,6 +92,12 @@ def test_scaling_without_a_window_takes_all_the_factor_allows(config: dict) -> N
     plan = plan_window(EngineSettings(rope_scaling=RopeScaling(rope_type="linear", factor=2)), config)
     assert plan.window == 2 * native
     assert plan.rope is not None and plan.rope["original_max_position_embeddings"] == native
+    short_dynamic = plan_window(
+        EngineSettings(max_model_len=4096, rope_scaling=RopeScaling(rope_type="dynamic", factor=2)), config
+    )
+    assert short_dynamic.dynamic_base() == pytest.approx(
+        short_dynamic.rope_theta
+    )  # nothing past the original positions
     smaller = plan_window(
         EngineSettings(max_model_len=10000, rope_scaling=RopeScaling(rope_type="dynamic", factor=2)), config
     )
