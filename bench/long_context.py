@@ -109,6 +109,7 @@ CHAT = {
 
 
 def _one_config(label: str, env: dict[str, str], plan: dict[int, int], tokenizer: Any, chat: int) -> dict:
+    import httpx
     import openai
 
     from bench.server import ServerProcess
@@ -117,7 +118,7 @@ def _one_config(label: str, env: dict[str, str], plan: dict[int, int], tokenizer
     server = ServerProcess(LOGS / f"long-context-{slug}.log", TAILOR_DATA_DIR=str(ROOT / "data"), **env)
     try:
         started = server.wait_ready(900)
-        health = __import__("httpx").get(f"{server.url}/health").json()
+        health = httpx.get(f"{server.url}/health").json()
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", timeout=1800, max_retries=0)
         model = client.models.list().data[0]
         rows = []

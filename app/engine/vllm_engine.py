@@ -114,8 +114,9 @@ class VLLMEngine(Engine):
                 "max_cpu_loras": max(s.max_cpu_loras, s.max_loras),
                 "max_lora_rank": _vllm_rank(s.max_lora_rank),
             }
-        if plan.engine_overrides():
-            kwargs["hf_overrides"] = plan.engine_overrides()
+        overrides = plan.engine_overrides()
+        if overrides:
+            kwargs["hf_overrides"] = overrides
         if on_gpu:
             kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
         return AsyncEngineArgs(**kwargs)
