@@ -28,6 +28,13 @@ log = logging.getLogger("tailor")
 FatalHook = Callable[[str], None]
 
 
+def _embedder_card(state: AppState) -> tuple[str, int] | None:
+    knowledge = state.knowledge
+    if knowledge is None or knowledge.loaded_embedder is None:
+        return None
+    return knowledge.embedder_name, knowledge.loaded_embedder.max_tokens
+
+
 def attach_engine(state: AppState, engine: Engine) -> None:
     """Make a started engine the one requests use."""
     settings = state.settings
@@ -39,6 +46,7 @@ def attach_engine(state: AppState, engine: Engine) -> None:
         profile=state.domains.get if state.domains else (lambda name: None),
         adapters=state.adapters.registry if state.adapters else None,
         soft_prompts=state.soft_prompts,
+        embedder=lambda: _embedder_card(state),
     )
     state.engine = engine
     state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)

@@ -22,6 +22,7 @@ from app.api import (
     completions,
     documents,
     domains,
+    embeddings,
     errors,
     files,
     fine_tuning,
@@ -186,6 +187,7 @@ def create_app(
     for module in (
         chat,
         completions,
+        embeddings,
         models,
         domains,
         documents,

@@ -45,6 +45,8 @@ class PromptParts:
     examples: Sequence[tuple[str, str]] = ()
     #: Earlier turns, oldest first: ``{"role": "user" | "assistant", "content": ...}``.
     history: Sequence[dict[str, str]] = ()
+    #: OpenAI tool specs, for chat templates that render tools themselves.
+    tools: Sequence[dict[str, Any]] = ()
 
 
 @dataclass
@@ -103,7 +105,7 @@ def assemble_chat(tokenizer: Any, parts: PromptParts, window: int, reserve: int)
 
     def render(k: int, first: int) -> RenderedPrompt:
         if (k, first) not in cache:
-            cache[(k, first)] = render_chat(tokenizer, messages_for(parts, k, first))
+            cache[(k, first)] = render_chat(tokenizer, messages_for(parts, k, first), tools=parts.tools)
         return cache[(k, first)]
 
     def fits(k: int, first: int) -> bool:

@@ -5,6 +5,10 @@ Message contents are client (or document) text, never markup: if a user writes
 rendered with a sentinel in place of each content, the template's own pieces are tokenized with
 special tokens honoured, and each content piece is tokenized with special tokens split into plain
 text.
+
+Templates that render tools (``tools=`` in ``apply_chat_template``) get them as the template
+expects; the functions' names, descriptions and schemas then sit in template text, so any special
+token in them is refused (``special_tokens_in``) before rendering.
 """
 
 from __future__ import annotations
@@ -21,15 +25,44 @@ class RenderedPrompt:
     token_ids: list[int]
 
 
+def renders_tools(tokenizer: Any) -> bool:
+    """Whether the chat template shows the model the tools it is given (probed, not guessed)."""
+    cached = getattr(tokenizer, "_tailor_renders_tools", None)
+    if cached is None:
+        probe = f"probe_{secrets.token_hex(6)}"
+        tool = {
+            "type": "function",
+            "function": {"name": probe, "description": "", "parameters": {"type": "object"}},
+        }
+        try:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}], tools=[tool], tokenize=False, add_generation_prompt=True
+            )
+            cached = probe in text
+        except Exception:  # noqa: BLE001 - a template that fails with tools does not render them
+            cached = False
+        tokenizer._tailor_renders_tools = cached
+    return cached
+
+
+def special_tokens_in(tokenizer: Any, text: str) -> str | None:
+    """The first special token spelled out in ``text`` (None when there is none)."""
+    return next((t for t in tokenizer.all_special_tokens if t and t in text), None)
+
+
 def render_chat(
-    tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: Sequence[dict[str, Any]] | None = None,
 ) -> RenderedPrompt:
     """Apply the chat template; contents are tokenized as literal text."""
     marker = f"\x00{secrets.token_hex(8)}\x00"
     contents = [m["content"] for m in messages]
     templated = [{**m, "content": f"{marker}{i}{marker}"} for i, m in enumerate(messages)]
+    extra = {"tools": list(tools)} if tools else {}
     rendered = tokenizer.apply_chat_template(
-        templated, tokenize=False, add_generation_prompt=add_generation_prompt
+        templated, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
     )
     ids: list[int] = []
     text_parts: list[str] = []

@@ -106,7 +106,8 @@ def test_wrong_types_are_422(http: httpx.Client, model_name: str, body: dict) ->
         ({"n": 500}, "invalid_value"),
         ({"n": 2, "temperature": 0}, "invalid_value"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "unsupported_parameter"),
-        ({"logprobs": True}, "unsupported_parameter"),
+        ({"top_logprobs": 2}, "invalid_value"),
+        ({"logit_bias": {"1": 5.0}}, "unsupported_parameter"),
         ({"min_tokens": 50, "max_tokens": 5}, "invalid_value"),
     ],
 )

@@ -6,6 +6,7 @@ async engine. A remote vLLM fleet is another implementation of the same interfac
 
 from app.engine.base import (
     AdapterRef,
+    Constraint,
     Engine,
     EngineError,
     EngineInput,
@@ -16,11 +17,13 @@ from app.engine.base import (
     OutputDelta,
     SamplingOptions,
     SoftPromptRef,
+    TokenLogprob,
 )
 from app.engine.factory import build_engine
 
 __all__ = [
     "AdapterRef",
+    "Constraint",
     "Engine",
     "EngineError",
     "EngineInput",
@@ -31,5 +34,6 @@ __all__ = [
     "OutputDelta",
     "SamplingOptions",
     "SoftPromptRef",
+    "TokenLogprob",
     "build_engine",
 ]

@@ -45,6 +45,18 @@ class EngineStartError(EngineError):
         self.permanent = permanent
 
 
+@dataclass(frozen=True, eq=False)
+class Constraint:
+    """What the output must match, enforced while decoding (vLLM's structured outputs).
+
+    ``kind``: ``json`` (``value`` is a JSON schema), ``json_object`` (any JSON object), ``regex``
+    (``value`` is the pattern) or ``choice`` (``value`` is a tuple of allowed strings).
+    """
+
+    kind: Literal["json", "json_object", "regex", "choice"]
+    value: Any = None
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """Per-request sampling, already validated by the protocol layer."""
@@ -63,6 +75,9 @@ class SamplingOptions:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    #: None: no log-probabilities; k >= 0: the sampled token's plus the k most likely.
+    logprobs: int | None = None
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +142,16 @@ class EngineRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the most likely alternatives."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class OutputDelta:
     """New output of one choice since the previous event."""
 
@@ -135,6 +160,8 @@ class OutputDelta:
     num_tokens: int
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    #: One entry per new token when log-probabilities were asked for.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass

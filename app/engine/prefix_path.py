@@ -100,6 +100,13 @@ class PrefixPath:
         o = request.options
         if request.adapter is not None:
             raise InvalidEngineRequest("a prefix-tuning soft prompt cannot be combined with a LoRA adapter")
+        if o.constraint is not None or o.logprobs is not None:
+            what = "structured outputs (response_format, tools)" if o.constraint is not None else "logprobs"
+            raise InvalidEngineRequest(
+                f"{what} are not available with a prefix-tuning soft prompt: it is served by the "
+                "transformers path, which has no grammar-constrained decoding or log-probabilities; "
+                "use a prompt-tuning soft prompt or none"
+            )
         loop = asyncio.get_running_loop()
         out: asyncio.Queue = asyncio.Queue()
         rows = [_Row(request, i, out, loop) for i in range(o.n)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from typing import Any
 from app.config import EngineSettings
 from app.engine.base import (
     AdapterRef,
+    Constraint,
     Engine,
     EngineInput,
     EngineOverloaded,
@@ -30,6 +32,7 @@ from app.engine.base import (
     OutputDelta,
     SamplingOptions,
     SoftPromptRef,
+    TokenLogprob,
 )
 from app.engine.failures import start_failure
 from app.loading import loading
@@ -70,6 +73,28 @@ def _vllm_rank(rank: int) -> int:
         if allowed >= rank:
             return allowed
     return 512
+
+
+_FLOOR = -9999.0
+
+
+def _finite(value: float) -> float:
+    """JSON has no -inf: tokens a constraint ruled out get vLLM's -9999.0."""
+    return value if math.isfinite(value) else _FLOOR
+
+
+def _structured(constraint: Constraint | None) -> Any:
+    if constraint is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if constraint.kind == "json":
+        return StructuredOutputsParams(json=constraint.value)
+    if constraint.kind == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    if constraint.kind == "regex":
+        return StructuredOutputsParams(regex=constraint.value)
+    return StructuredOutputsParams(choice=list(constraint.value))
 
 
 class VLLMEngine(Engine):
@@ -347,10 +372,38 @@ class VLLMEngine(Engine):
                 stop_token_ids=list(o.stop_token_ids) or None,
                 seed=o.seed,
                 ignore_eos=o.ignore_eos,
+                logprobs=o.logprobs,
+                structured_outputs=_structured(o.constraint),
                 output_kind=RequestOutputKind.DELTA,
             )
         except ValueError as exc:  # vLLM's validation errors subclass ValueError
             raise InvalidEngineRequest(str(exc)) from exc
+
+    def _token_logprobs(self, c: Any, k: int) -> tuple[TokenLogprob, ...]:
+        """vLLM's per-token ``{id: Logprob}`` maps → the sampled token and the ``k`` most likely.
+
+        vLLM adds the sampled token to the top ``k`` when it is not among them (its rank is then
+        above ``k``), so alternatives are the entries ranked 1..k.
+        """
+        out = []
+        for token_id, step in zip(c.token_ids, c.logprobs or (), strict=False):
+            chosen = step.get(token_id)
+            ranked = sorted(
+                (lp.rank, tid, lp) for tid, lp in step.items() if lp.rank is not None and lp.rank <= k
+            )
+            out.append(
+                TokenLogprob(
+                    token_id=token_id,
+                    token=self._token_text(token_id, chosen),
+                    logprob=_finite(chosen.logprob) if chosen is not None else _FLOOR,
+                    top=tuple((self._token_text(tid, lp), _finite(lp.logprob)) for _, tid, lp in ranked),
+                )
+            )
+        return tuple(out)
+
+    def _token_text(self, token_id: int, lp: Any) -> str:
+        text = getattr(lp, "decoded_token", None)
+        return text if text is not None else self._tokenizer.decode([token_id])
 
     async def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
         from vllm.exceptions import GracefulHTTPError, VLLMClientError
@@ -365,6 +418,7 @@ class VLLMEngine(Engine):
                 yield deltas
             return
         params = self._sampling_params(request.options)
+        k = request.options.logprobs
         prompt = await self._engine_prompt(request.prompt)
         lora = self._lora_request(request.adapter)
         self._running += 1
@@ -380,6 +434,7 @@ class VLLMEngine(Engine):
                         num_tokens=len(c.token_ids),
                         finish_reason=c.finish_reason,
                         stop_reason=c.stop_reason,
+                        logprobs=self._token_logprobs(c, k) if k is not None else (),
                     )
                     for c in out.outputs
                 ]

@@ -60,6 +60,16 @@ class KnowledgeBase:
                 self._embedder = loading(SentenceTransformerEmbedder, self.embedder_path, device=device)
             return self._embedder
 
+    @property
+    def embedder_name(self) -> str:
+        """The embedder's public name (``model`` in ``/v1/embeddings``): its folder's name."""
+        return self.embedder_path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def loaded_embedder(self) -> Embedder | None:
+        """The embedder if it is loaded (never loads it)."""
+        return self._embedder
+
     def _collection_settings(self) -> CollectionSettings:
         s = self.settings
         return CollectionSettings(index_kind=s.index_kind, ivf_threshold=s.ivf_threshold, nprobe=s.nprobe)

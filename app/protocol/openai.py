@@ -4,24 +4,34 @@ Limits live here so nothing unvalidated reaches the engine: bounded strings and 
 ranges as the OpenAI API documents them, plus vLLM's extensions the benchmark client uses
 (``ignore_eos``, ``top_k``, ``min_tokens``, ``repetition_penalty``). Unknown fields are ignored,
 as OpenAI clients send optional fields this service does not use (``user``, ``metadata``, ...);
-fields the service cannot honour (tools, logprobs, images) are rejected with a clear 400.
+fields the service cannot honour (images, ``logit_bias``, ``suffix``) are rejected with a clear 400.
+Constrained output (``response_format``, ``tools``, vLLM's ``structured_outputs``) is modelled in
+``app.protocol.structured``.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.domains.profile import RetrievalOverride
 from app.protocol.documents import Source
+from app.protocol.structured import (
+    ResponseFormat,
+    StructuredOutputs,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 
 MAX_STOP = 8
 MAX_STOP_LEN = 256
 MAX_MESSAGES = 512
 MAX_PROMPTS = 64
+MAX_LOGPROBS = 20
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
@@ -50,9 +60,13 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = _STRICT
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=64)
+    #: an assistant turn's calls, sent back by the client in the history
+    tool_calls: list[ToolCall] | None = Field(None, max_length=64)
+    #: a tool message answers this call
+    tool_call_id: str | None = Field(None, max_length=128)
 
     def text(self) -> str:
         if self.content is None:
@@ -105,8 +119,10 @@ class SamplingFields(_Request):
         max_length=64,
         description="Name of a soft prompt to apply (overrides the domain's soft prompt).",
     )
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="vLLM's extension: constrain the output to a JSON schema, a regex or choices."
+    )
     # fields accepted by OpenAI that this service cannot honour: refused, never silently dropped
-    logprobs: Any = None
     logit_bias: dict[str, float] | None = None
 
     @field_validator("stop")
@@ -132,10 +148,12 @@ class SamplingFields(_Request):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    response_format: Any = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    tools: list[ToolSpec] | None = Field(None, max_length=64)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -150,6 +168,8 @@ class CompletionRequest(SamplingFields):
         | Annotated[list[list[int]], Field(min_length=1, max_length=MAX_PROMPTS)]
     )
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    response_format: ResponseFormat | None = None
     suffix: str | None = None
     best_of: int | None = None
 
@@ -181,14 +201,38 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape: parallel lists, one entry per generated token."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ContextReport(BaseModel):
@@ -214,16 +258,29 @@ class ChatCompletionResponse(BaseModel):
     prompt: str | None = Field(None, description="The rendered prompt, when `return_prompt` was set.")
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -242,7 +299,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -266,7 +323,7 @@ class ModelCard(BaseModel):
     parent: str | None = Field(
         None, description="For a domain, adapter or soft prompt: the backbone it runs on."
     )
-    kind: Literal["base", "domain", "adapter", "soft_prompt"] = Field(
+    kind: Literal["base", "domain", "adapter", "soft_prompt", "embedding"] = Field(
         "base", description="What the name selects."
     )
     max_model_len: int = Field(description="Context window in tokens (prompt + completion).")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from app.engine import Engine
 from app.protocol.openai import CompletionChoice, CompletionResponse, Usage, new_id
 from app.serving.generation import collect, stream_deltas
+from app.serving.logprobs import completion_logprobs
 from app.serving.metrics import Metrics
 from app.serving.pipeline import PreparedCompletion
 from app.serving.sse import event
@@ -18,11 +19,13 @@ async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics)
     gen = await collect(engine, prep.requests, request_id)
     metrics.tokens(prep.model, gen.prompt_tokens, gen.completion_tokens)
     n = prep.requests[0].options.n
+    wants_logprobs = prep.requests[0].options.logprobs is not None
     choices = [
         CompletionChoice(
             index=i,
             text=(prep.texts[i // n] if prep.echo else "") + c.text,
             finish_reason=c.finish_reason,
+            logprobs=completion_logprobs(c.logprobs) if wants_logprobs else None,
         )
         for i, c in enumerate(gen.choices)
     ]
@@ -46,6 +49,8 @@ async def completion_stream(
     prompt_tokens = sum(r.prompt_tokens for r in prep.requests)
     completion_tokens = 0
     echoed: set[int] = set()
+    offsets: dict[int, int] = {}
+    wants_logprobs = prep.requests[0].options.logprobs is not None
     first = True
     t0 = time.perf_counter()
     async for item in stream_deltas(engine, prep.requests, request_id):
@@ -60,12 +65,21 @@ async def completion_stream(
         if first:
             metrics.first_token(time.perf_counter() - t0)
             first = False
+        logprobs = None
+        if wants_logprobs:
+            start = offsets.get(item.index, 0) + len(text) - len(d.text)
+            logprobs = completion_logprobs(d.logprobs, start)
+            offsets[item.index] = start + len(d.text)
         yield event(
             CompletionResponse(
                 id=request_id,
                 created=created,
                 model=prep.model,
-                choices=[CompletionChoice(index=item.index, text=text, finish_reason=d.finish_reason)],
+                choices=[
+                    CompletionChoice(
+                        index=item.index, text=text, finish_reason=d.finish_reason, logprobs=logprobs
+                    )
+                ],
             )
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.domains.profile import GenerationDefaults
-from app.engine import Engine, EngineRequest, OutputDelta, SamplingOptions
+from app.engine import Engine, EngineRequest, OutputDelta, SamplingOptions, TokenLogprob
 from app.engine.base import EngineOverloaded, EngineUnavailable, InvalidEngineRequest
 from app.protocol.errors import APIError
 from app.protocol.openai import SamplingFields
@@ -21,7 +21,6 @@ from app.protocol.openai import SamplingFields
 def reject_unsupported(req: SamplingFields, extra: dict[str, object] | None = None) -> None:
     """Refuse OpenAI features this service does not implement instead of ignoring them."""
     unsupported: dict[str, object] = {
-        "logprobs": req.logprobs not in (None, False, 0),
         "logit_bias": bool(req.logit_bias),
         **(extra or {}),
     }
@@ -113,6 +112,7 @@ class ChoiceResult:
     text: str = ""
     num_tokens: int = 0
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -197,6 +197,7 @@ async def collect(engine: Engine, requests: Sequence[EngineRequest], request_id:
         choice = gen.choices[item.index]
         choice.text += item.delta.text
         choice.num_tokens += item.delta.num_tokens
+        choice.logprobs += item.delta.logprobs
         if item.delta.finish_reason is not None:
             choice.finish_reason = item.delta.finish_reason
     return gen

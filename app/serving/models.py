@@ -56,6 +56,8 @@ class ModelCatalog:
     profile: Callable[[str], DomainProfile | None] = lambda name: None  # noqa: E731
     adapters: AdapterRegistry | None = None
     soft_prompts: SoftPromptService | None = None
+    #: The knowledge store's embedder as (name, input tokens), once loaded (``/v1/embeddings``).
+    embedder: Callable[[], tuple[str, int] | None] = lambda: None  # noqa: E731
     created: int = field(default_factory=lambda: int(time.time()))
 
     def _adapter(self, name: str, why: str = "") -> AdapterRef:
@@ -140,4 +142,9 @@ class ModelCatalog:
         cards += [card(n, "domain") for n in self.domains()]
         cards += [card(n, "adapter") for n in self.adapter_names()]
         cards += [card(n, "soft_prompt") for n in self.soft_prompt_names()]
+        if (emb := self.embedder()) is not None:
+            name, window = emb
+            cards.append(
+                ModelCard(id=name, created=self.created, root=name, kind="embedding", max_model_len=window)
+            )
         return ModelList(data=cards)
