@@ -30,9 +30,8 @@ FatalHook = Callable[[str], None]
 
 def _embedder_card(state: AppState) -> tuple[str, int] | None:
     knowledge = state.knowledge
-    if knowledge is None or knowledge.loaded_embedder is None:
-        return None
-    return knowledge.embedder_name, knowledge.loaded_embedder.max_tokens
+    window = knowledge.embedder_window() if knowledge is not None else None
+    return None if window is None else (knowledge.embedder_name, window)
 
 
 def attach_engine(state: AppState, engine: Engine) -> None:

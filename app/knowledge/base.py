@@ -8,6 +8,7 @@ thread serializes ingestion and deletes; searches run in the default thread pool
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import threading
@@ -65,10 +66,15 @@ class KnowledgeBase:
         """The embedder's public name (``model`` in ``/v1/embeddings``): its folder's name."""
         return self.embedder_path.rstrip("/").rsplit("/", 1)[-1]
 
-    @property
-    def loaded_embedder(self) -> Embedder | None:
-        """The embedder if it is loaded (never loads it)."""
-        return self._embedder
+    def embedder_window(self) -> int | None:
+        """Input tokens the embedder reads, without loading it (its sentence-transformers config)."""
+        if self._embedder is not None:
+            return self._embedder.max_tokens
+        try:
+            config = json.loads((Path(self.embedder_path) / "sentence_bert_config.json").read_text())
+            return int(config["max_seq_length"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _collection_settings(self) -> CollectionSettings:
         s = self.settings
