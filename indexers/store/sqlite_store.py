@@ -205,6 +205,14 @@ class DocumentStore:
             row = self._db.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return _doc(row) if row else None
 
+    def chunk_texts(self, doc_id: str) -> list[str]:
+        """A document's chunk texts in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT text FROM chunks WHERE document_id = ? ORDER BY ordinal", (doc_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def find_by_hash(self, sha256: str) -> DocumentRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM documents WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
