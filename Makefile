@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc models run test fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context clean
+.PHONY: install ocr tcmalloc browser models run test console-shots fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,20 @@ tcmalloc:
 	  echo "tcmalloc not found: the engine uses glibc malloc (sudo apt-get install libtcmalloc-minimal4)"; \
 	fi
 
+# Headless Chromium and its driver for the console tests (Debian's packages, as root); BROWSER=0
+# skips them.
+BROWSER ?= 1
+browser:
+	@if [ "$(BROWSER)" != 1 ] || { command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium and chromedriver (chromium, chromium-driver) for the console tests"; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)) \
+	    || echo "Chromium could not be installed: the console tests will fail (BROWSER=0 skips them)"; \
+	else \
+	  echo "Chromium not found: the console tests will fail (sudo apt-get install chromium chromium-driver, or BROWSER=0)"; \
+	fi
+
 install: $(STAMP) ocr tcmalloc
 
 models: install
@@ -56,8 +70,12 @@ models: install
 run: models
 	$(BIN)/tailor serve
 
-test: models
-	TAILOR_TEST_OCR=$(OCR) $(BIN)/python -m pytest -q
+test: models browser
+	TAILOR_TEST_OCR=$(OCR) TAILOR_TEST_BROWSER=$(BROWSER) $(BIN)/python -m pytest -q
+
+# The console's screenshots in docs/console (README), taken by its browser test.
+console-shots: models browser
+	TAILOR_CONSOLE_SHOTS=docs/console $(BIN)/python -m pytest -q tests/test_console.py
 
 # The schema fuzz at length (make test runs 8 examples per operation); counts land in bench/results.
 FUZZ_EXAMPLES ?= 300

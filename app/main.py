@@ -34,6 +34,7 @@ from app.api import (
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.config import Settings
+from app.console import routes as console_routes
 from app.domains.profile import DomainProfile
 from app.domains.registry import DomainRegistry
 from app.domains.store import ProfileStore
@@ -201,6 +202,7 @@ def create_app(
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(console_routes.router)
 
     app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(settings, path))
     app.add_middleware(RequestMetrics, metrics=state.metrics)
