@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc browser models run test console-shots fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context clean
+.PHONY: install ocr tcmalloc browser models run test console-shots fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context bench-ecosystem clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
