@@ -12,10 +12,14 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def test_models_lists_backbone_with_window(oai: openai.OpenAI, engine: Engine) -> None:
-    models = oai.models.list().data
+    listed = oai.models.list().data
+    models = [m for m in listed if m.model_extra["kind"] != "embedding"]
     assert models[0].id == "SmolLM2-135M-Instruct"  # then one model per domain with documents
     assert all(m.model_extra["max_model_len"] == engine.max_model_len == 2048 for m in models)
     assert all(m.model_extra["parent"] == "SmolLM2-135M-Instruct" for m in models[1:])
+    # and the embedder, with its own input limit (/v1/embeddings)
+    embedders = [m for m in listed if m.model_extra["kind"] == "embedding"]
+    assert [(m.id, m.model_extra["max_model_len"]) for m in embedders] == [("all-MiniLM-L6-v2", 256)]
     assert oai.models.retrieve("SmolLM2-135M-Instruct").id == "SmolLM2-135M-Instruct"
 
 

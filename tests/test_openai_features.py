@@ -55,7 +55,7 @@ def chat_model(server, model: str, **kw) -> ChatOpenAI:
 
 
 # -- logprobs --------------------------------------------------------------------------------------
-def test_chat_logprobs_match_the_answer_and_stream_alike(oai: openai.OpenAI, model_name: str) -> None:
+def test_chat_logprobs_match_the_answer_and_stream_alike(server, oai: openai.OpenAI, model_name: str) -> None:
     kw = {"model": model_name, "messages": ASK, "max_tokens": 8, "logprobs": True, "top_logprobs": 3}
     r = oai.chat.completions.create(**kw)
     content = r.choices[0].logprobs.content
@@ -79,6 +79,10 @@ def test_chat_logprobs_match_the_answer_and_stream_alike(oai: openai.OpenAI, mod
     assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=1e-3)
     plain = oai.chat.completions.create(model=model_name, messages=ASK, max_tokens=4)
     assert plain.choices[0].logprobs is None
+    # LangChain's ChatOpenAI puts them in response_metadata
+    ai = chat_model(server, model_name, max_tokens=4, logprobs=True, top_logprobs=2).invoke(ASK[0]["content"])
+    lc = ai.response_metadata["logprobs"]["content"]
+    assert len(lc) == 4 and all(len(t["top_logprobs"]) == 2 for t in lc)
 
 
 def test_completion_logprobs_and_offsets(oai: openai.OpenAI, model_name: str) -> None:
@@ -303,3 +307,34 @@ def test_auto_reads_tagged_calls_on_templates_that_render_tools(engine) -> None:
     assert rest == "Sure." and calls[0].function.name == "get_weather"
     assert json.loads(calls[0].function.arguments) == {"city": "Paris", "unit": "C"}
     assert plan.calls("No call here.") == ([], "No call here.")
+
+
+def test_constraints_and_logprobs_compose_with_adapters_and_soft_prompts(
+    http: httpx.Client, model_name: str, model_path: str, base_settings, tmp_path
+) -> None:
+    from tests.lora import make_adapter
+    from tests.soft import peft_prompt, save_peft, upload
+
+    folder = make_adapter(model_path, base_settings.adapters_path / "src-eco", seed=7)
+    assert http.post("/v1/adapters", json={"name": "eco-lora", "path": str(folder)}).status_code == 201
+    for method, name in (("prompt_tuning", "eco-pt"), ("prefix_tuning", "eco-prefix")):
+        data, files = upload(name, save_peft(peft_prompt(model_path, method, seed=3), tmp_path / name))
+        assert http.post("/v1/soft-prompts/import", data=data, files=files).status_code == 201
+    body = {
+        "model": model_name,
+        "messages": [{"role": "user", "content": "Ann is 31 and a pilot. As JSON."}],
+        "max_tokens": 40,
+        "logprobs": True,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+    }
+    for extra in ({"adapter": "eco-lora"}, {"soft_prompt": "eco-pt"}, {"model": "eco-pt"}):
+        r = http.post("/v1/chat/completions", json={**body, **extra})
+        assert r.status_code == 200, (extra, r.text)
+        choice = r.json()["choices"][0]
+        assert choice["logprobs"]["content"]
+        if choice["finish_reason"] == "stop":
+            assert set(json.loads(choice["message"]["content"])) == {"name", "age"}
+    err = assert_error(
+        http.post("/v1/chat/completions", json={**body, "soft_prompt": "eco-prefix"}), 400, "invalid_request"
+    )
+    assert "prefix-tuning" in err["message"]

@@ -19,7 +19,9 @@ def snippets() -> list[tuple[str, str | None, str, str]]:
     return found
 
 
-def test_every_snippet_runs_against_a_live_server(server) -> None:
+def test_every_snippet_runs_against_a_live_server(make_server, base_settings, tmp_path: Path) -> None:
+    """On a server of its own (fresh data dir), as a new user's would be."""
+    server = make_server(base_settings.model_copy(update={"data_dir": tmp_path / "data"}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     for name, expect, lang, code in snippets():
         assert ADDRESS in code, f"snippet {name} does not talk to the documented address"

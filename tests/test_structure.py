@@ -17,9 +17,10 @@ from app.config import Settings
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Writes that a query key may make: generation and search. Every other write is an admin route.
+#: Writes that a query key may make: generation, embeddings and search. Every other write is an admin route.
 QUERY_WRITES = {
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/embeddings"),
     ("POST", "/v1/completions"),
     ("POST", "/v1/domains/{domain}/search"),
 }
