@@ -5,9 +5,10 @@
                 ``response_format`` ``json_schema``; a forced (named) tool call. Output tokens/s
                 and mean latency, with the ratio to plain. Constrained answers may stop before 64
                 tokens, so tokens/s is the comparable figure.
-``validity``    40 extraction prompts ("<name> is <age> years old and works as a <job>…"):
-                the answer asked "as JSON" without a constraint vs with ``json_schema``: share that
-                parses, that matches the schema (keys and types), and that has the right values.
+``validity``    40 extraction prompts ("<name> is <age> years old and works as a <job>."), with
+                the JSON form spelled out in the prompt and without it, each unconstrained and
+                with ``json_schema``: answers that parse, that match the schema (keys and types),
+                and that carry the right values (case-insensitive).
 ``embeddings``  2,048 sentences through ``/v1/embeddings`` (openai client, base64, batches of
                 256) vs the same embedder in-process (sentence-transformers, batch 64):
                 sentences/s and the ratio (the HTTP path's overhead).
@@ -123,11 +124,12 @@ async def generation(url: str, model: str, clients: int = 8, per_client: int = 6
     return {"clients": clients, "requests_per_client": per_client, "max_tokens": 64, "rows": rows}
 
 
-def _check(text: str, want: dict) -> tuple[bool, bool, bool]:
+def _check(text: str, want: dict) -> dict[str, bool]:
+    """Parses, matches the schema (keys and types), and which values are right (case-insensitive)."""
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, TypeError):
-        return False, False, False
+        data = None
     typed = (
         isinstance(data, dict)
         and set(data) == {"name", "age", "job"}
@@ -135,10 +137,13 @@ def _check(text: str, want: dict) -> tuple[bool, bool, bool]:
         and isinstance(data["age"], int)
         and isinstance(data["job"], str)
     )
-    right = (
-        typed and data["name"] == want["name"] and data["age"] == want["age"] and data["job"] == want["job"]
-    )
-    return True, typed, right
+    return {
+        "parses": data is not None,
+        "matches_schema": typed,
+        "name_right": typed and data["name"].strip().lower() == want["name"].lower(),
+        "age_right": typed and data["age"] == want["age"],
+        "job_right": typed and data["job"].strip().lower() == want["job"],
+    }
 
 
 async def validity(url: str, model: str, n: int = 40) -> dict:
@@ -146,22 +151,23 @@ async def validity(url: str, model: str, n: int = 40) -> dict:
 
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=600)
     people = _people(n, seed=2)
+    schema = {"response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}}
+    hint = ' Answer only with JSON of the form {"name": string, "age": integer, "job": string}.'
     rows = {}
-    for label, extra in {
-        "asked for JSON, unconstrained": {},
-        "json_schema (constrained)": {
-            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
-        },
-    }.items():
+    for label, extra, suffix in (
+        ("format in the prompt, unconstrained", {}, hint),
+        ("format in the prompt, json_schema", schema, hint),
+        ("no format in the prompt, unconstrained", {}, " Extract the person's name, age and job."),
+        ("no format in the prompt, json_schema", schema, " Extract the person's name, age and job."),
+    ):
         calls = [
             (
-                lambda p=p, extra=extra: client.chat.completions.create(
+                lambda p=p, extra=extra, suffix=suffix: client.chat.completions.create(
                     model=model,
                     messages=[
                         {
                             "role": "user",
-                            "content": f"{p['name']} is {p['age']} years old and works as a {p['job']}. Answer only with "
-                            'JSON of the form {"name": string, "age": integer, "job": string}.',
+                            "content": f"{p['name']} is {p['age']} years old and works as a {p['job']}.{suffix}",
                         }
                     ],
                     max_tokens=60,
@@ -174,12 +180,12 @@ async def validity(url: str, model: str, n: int = 40) -> dict:
         _, results, _ = await _timed(calls, 8)
         checks = [_check(r.choices[0].message.content, p) for r, p in zip(results, people, strict=True)]
         rows[label] = {
-            "parses": sum(c[0] for c in checks),
-            "matches_schema": sum(c[1] for c in checks),
-            "right_values": sum(c[2] for c in checks),
+            **{k: sum(c[k] for c in checks) for k in checks[0]},
+            "all_right": sum(c["name_right"] and c["age_right"] and c["job_right"] for c in checks),
             "of": n,
+            "samples": [r.choices[0].message.content for r in results[:2]],
         }
-        print(label, rows[label], flush=True)
+        print(label, {k: v for k, v in rows[label].items() if k != "samples"}, flush=True)
     return {"rows": rows}
 
 
