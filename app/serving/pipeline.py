@@ -8,10 +8,8 @@ prompt, template, examples and passages are laid out the same way wherever the b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from app.config import Settings
 from app.domains.profile import DomainProfile
@@ -19,18 +17,17 @@ from app.engine import Engine, EngineInput, EngineRequest
 from app.knowledge.base import KnowledgeBase
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
-from app.protocol.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, ContextReport
+from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ContextReport
 from app.serving.generation import check_prompt_fits, reject_unsupported, sampling_options
+from app.serving.messages import check_template_text, template_message, with_note
 from app.serving.models import ModelCatalog, Target
 from app.serving.rag import passages, retrieve, sources
 from app.serving.structured import ToolPlan, request_constraint, tool_plan
 from indexers.store import SearchHit
 from prompts import render_chat
 from prompts.assemble import Assembled, ContextOverflow, PromptParts, assemble_chat, assemble_text
-from prompts.chat import renders_tools, special_tokens_in
+from prompts.chat import renders_tools
 from prompts.template import PromptTemplate
-
-_ROLE_MAP = {"developer": "system"}
 
 
 @dataclass
@@ -138,72 +135,6 @@ def _split_conversation(messages: list[dict[str, str]]) -> tuple[str, list[dict[
     return client_system, turns, messages[-1]["content"]
 
 
-def _arguments(text: str) -> Any:
-    """Tool-call arguments as templates expect them: a mapping when they parse."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _message(m: ChatMessage, native_tools: bool) -> dict[str, Any]:
-    """One client message for the chat template.
-
-    With a template that renders tools, tool calls and results go as the template expects them.
-    Otherwise they become text: a call as the JSON list the model is asked to write, a result as
-    a user turn that says which call it answers.
-    """
-    role = _ROLE_MAP.get(m.role, m.role)
-    text = m.text()
-    if native_tools:
-        out: dict[str, Any] = {"role": role, "content": text}
-        if m.tool_calls:
-            out["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.function.name, "arguments": _arguments(c.function.arguments)},
-                }
-                for c in m.tool_calls
-            ]
-        if m.tool_call_id:
-            out["tool_call_id"] = m.tool_call_id
-        if role == "tool" and m.name:
-            out["name"] = m.name
-        return out
-    if role == "tool":
-        which = f" {m.name}" if m.name else ""
-        call = f" (call {m.tool_call_id})" if m.tool_call_id else ""
-        return {"role": "user", "content": f"Result of the function{which}{call}:\n{text}"}
-    if m.tool_calls:
-        calls = [
-            {"name": c.function.name, "parameters": _arguments(c.function.arguments)} for c in m.tool_calls
-        ]
-        return {"role": role, "content": "\n".join(x for x in (text, json.dumps(calls)) if x)}
-    return {"role": role, "content": text}
-
-
-def _check_template_text(tokenizer: Any, req: ChatCompletionRequest) -> None:
-    """Tools and call arguments are rendered as template text: no special token may hide in them."""
-    pieces = [json.dumps([t.model_dump(exclude_none=True) for t in req.tools or []])]
-    pieces += [c.function.arguments + c.function.name for m in req.messages for c in m.tool_calls or []]
-    for piece in pieces:
-        token = special_tokens_in(tokenizer, piece)
-        if token is not None:
-            raise APIError(
-                400,
-                f"Tools and tool calls may not contain the special token {token!r}.",
-                param="tools",
-                code="invalid_value",
-            )
-
-
-def _with_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
-    if messages and messages[0]["role"] == "system":
-        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{note}"}, *messages[1:]]
-    return [{"role": "system", "content": note}, *messages]
-
-
 def prepare_chat(
     req: ChatCompletionRequest,
     target: Target,
@@ -221,11 +152,11 @@ def prepare_chat(
     # a domain lays the conversation out with its own template: calls and results go as text
     native_messages = native and profile is None
     if native and plan.tools:
-        _check_template_text(engine.tokenizer, req)
-    messages = [_message(m, native_messages) for m in req.messages]
+        check_template_text(engine.tokenizer, req)
+    messages = [template_message(m, native_messages) for m in req.messages]
     tool_specs = [t.model_dump(exclude_none=True) for t in plan.tools] if native and plan.tools else None
     if plan.forced and not native:
-        messages = _with_note(messages, plan.note())
+        messages = with_note(messages, plan.note())
     window = engine.max_model_len
     virtual = _virtual(target)
     used: list[SearchHit] = []
