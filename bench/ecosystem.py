@@ -246,6 +246,18 @@ def main() -> None:
             results["embeddings"] = embeddings(server.url)
     finally:
         server.stop()
+    if "validity" in args.parts:
+        # the same prompts with the schema kept out of the prompt (TAILOR_SCHEMA_IN_PROMPT=false)
+        bare = ServerProcess(
+            LOGS / "ecosystem-server-no-note.log",
+            TAILOR_DATA_DIR=str(ROOT / "data"),
+            TAILOR_SCHEMA_IN_PROMPT="false",
+        )
+        try:
+            bare.wait_ready(900)
+            results["validity_without_schema_note"] = asyncio.run(validity(bare.url, model))
+        finally:
+            bare.stop()
     results["machine"] = f"{os.cpu_count()} CPU cores"
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")

@@ -338,3 +338,34 @@ def test_constraints_and_logprobs_compose_with_adapters_and_soft_prompts(
         http.post("/v1/chat/completions", json={**body, "soft_prompt": "eco-prefix"}), 400, "invalid_request"
     )
     assert "prefix-tuning" in err["message"]
+
+
+class Rent(BaseModel):
+    amount: int
+    currency: str
+
+
+def test_the_schema_is_shown_to_the_model(server, http: httpx.Client, make_server, base_settings) -> None:
+    """The grammar fixes the shape; the note tells the model what the fields are (on unless turned off)."""
+    docs = [{"id": "rent", "text": "The monthly rent for the office is 4,500 euros."}]
+    assert http.post("/v1/domains/eco-rent/documents", json={"documents": docs}).status_code == 201
+    rent = chat_model(server, "eco-rent", max_tokens=60).with_structured_output(Rent, method="json_schema")
+    assert isinstance(rent.invoke("What is the monthly rent?"), Rent)
+    body = {
+        "model": "eco-rent",
+        "messages": [{"role": "user", "content": "What is the monthly rent?"}],
+        "max_tokens": 60,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "rent", "schema": Rent.model_json_schema()},
+        },
+        "return_prompt": True,
+    }
+    assert "matches this JSON schema" in http.post("/v1/chat/completions", json=body).json()["prompt"]
+    off = make_server(base_settings.model_copy(update={"schema_in_prompt": False}))
+    r = httpx.post(f"{off.url}/v1/chat/completions", json=body, timeout=120).json()
+    assert "JSON schema" not in r["prompt"]
+    assert (
+        r["choices"][0]["finish_reason"] == "length"
+        or json.loads(r["choices"][0]["message"]["content"])["amount"] != 4500
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.engine import Constraint
 from app.protocol.errors import APIError
 from app.protocol.openai import ChatCompletionRequest, ChatMessage
 from prompts.chat import special_tokens_in
@@ -83,3 +84,13 @@ def with_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]
     if messages and messages[0]["role"] == "system":
         return [{**messages[0], "content": f"{messages[0]['content']}\n\n{note}"}, *messages[1:]]
     return [{"role": "system", "content": note}, *messages]
+
+
+def schema_note(constraint: Constraint) -> str | None:
+    """What the model is told about a JSON constraint (None for other kinds)."""
+    if constraint.kind == "json_object":
+        return "Answer with one JSON object."
+    if constraint.kind == "json":
+        schema = json.dumps(constraint.value, separators=(",", ":"))
+        return f"Answer with one JSON object that matches this JSON schema:\n{schema}"
+    return None

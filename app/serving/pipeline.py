@@ -19,7 +19,7 @@ from app.protocol.documents import Source
 from app.protocol.errors import APIError
 from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ContextReport
 from app.serving.generation import check_prompt_fits, reject_unsupported, sampling_options
-from app.serving.messages import check_template_text, template_message, with_note
+from app.serving.messages import check_template_text, schema_note, template_message, with_note
 from app.serving.models import ModelCatalog, Target
 from app.serving.rag import passages, retrieve, sources
 from app.serving.structured import ToolPlan, request_constraint, tool_plan
@@ -157,6 +157,8 @@ def prepare_chat(
     tool_specs = [t.model_dump(exclude_none=True) for t in plan.tools] if native and plan.tools else None
     if plan.forced and not native:
         messages = with_note(messages, plan.note())
+    elif constraint is not None and settings.schema_in_prompt and (note := schema_note(constraint)):
+        messages = with_note(messages, note)
     window = engine.max_model_len
     virtual = _virtual(target)
     used: list[SearchHit] = []
