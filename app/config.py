@@ -327,10 +327,11 @@ class Settings(BaseSettings):
         1_048_576, ge=1024, description="Largest JSON request body accepted (413 beyond)."
     )
     schema_in_prompt: bool = Field(
-        True,
+        False,
         description="Chat requests with a JSON schema (response_format json_schema, structured_outputs "
-        "json) also show the schema to the model in a system note: the grammar fixes the shape, the "
-        "note tells the model what the fields are (measured in docs/benchmarks.md, Ecosystem).",
+        "json) also show the schema to the model in a system note. Off by default: on SmolLM2 it helped "
+        "when the prompt already asks for that JSON and hurt when it does not (docs/benchmarks.md, "
+        "Ecosystem); try it on your backbone.",
     )
     default_max_tokens: int = Field(
         512,

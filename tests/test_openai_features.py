@@ -345,8 +345,8 @@ class Rent(BaseModel):
     currency: str
 
 
-def test_the_schema_is_shown_to_the_model(server, http: httpx.Client, make_server, base_settings) -> None:
-    """The grammar fixes the shape; the note tells the model what the fields are (on unless turned off)."""
+def test_the_schema_can_be_shown_to_the_model(server, http: httpx.Client, make_server, base_settings) -> None:
+    """The grammar fixes the shape; with TAILOR_SCHEMA_IN_PROMPT the model also reads the schema."""
     docs = [{"id": "rent", "text": "The monthly rent for the office is 4,500 euros."}]
     assert http.post("/v1/domains/eco-rent/documents", json={"documents": docs}).status_code == 201
     rent = chat_model(server, "eco-rent", max_tokens=60).with_structured_output(Rent, method="json_schema")
@@ -361,11 +361,8 @@ def test_the_schema_is_shown_to_the_model(server, http: httpx.Client, make_serve
         },
         "return_prompt": True,
     }
-    assert "matches this JSON schema" in http.post("/v1/chat/completions", json=body).json()["prompt"]
-    off = make_server(base_settings.model_copy(update={"schema_in_prompt": False}))
-    r = httpx.post(f"{off.url}/v1/chat/completions", json=body, timeout=120).json()
-    assert "JSON schema" not in r["prompt"]
-    assert (
-        r["choices"][0]["finish_reason"] == "length"
-        or json.loads(r["choices"][0]["message"]["content"])["amount"] != 4500
-    )
+    assert "JSON schema" not in http.post("/v1/chat/completions", json=body).json()["prompt"]
+    noted = make_server(base_settings.model_copy(update={"schema_in_prompt": True}))
+    r = httpx.post(f"{noted.url}/v1/chat/completions", json=body, timeout=120).json()
+    assert "matches this JSON schema" in r["prompt"] and '"amount"' in r["prompt"]
+    assert r["choices"][0]["message"]["content"].lstrip().startswith("{")
