@@ -247,17 +247,17 @@ def main() -> None:
     finally:
         server.stop()
     if "validity" in args.parts:
-        # the same prompts with the schema kept out of the prompt (TAILOR_SCHEMA_IN_PROMPT=false)
-        bare = ServerProcess(
-            LOGS / "ecosystem-server-no-note.log",
+        # the same prompts with the schema also shown to the model (TAILOR_SCHEMA_IN_PROMPT=true)
+        noted = ServerProcess(
+            LOGS / "ecosystem-server-note.log",
             TAILOR_DATA_DIR=str(ROOT / "data"),
-            TAILOR_SCHEMA_IN_PROMPT="false",
+            TAILOR_SCHEMA_IN_PROMPT="true",
         )
         try:
-            bare.wait_ready(900)
-            results["validity_without_schema_note"] = asyncio.run(validity(bare.url, model))
+            noted.wait_ready(900)
+            results["validity_with_schema_note"] = asyncio.run(validity(noted.url, model))
         finally:
-            bare.stop()
+            noted.stop()
     results["machine"] = f"{os.cpu_count()} CPU cores"
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
