@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_TOOLS = 64
@@ -21,10 +21,14 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _STRICT = ConfigDict(extra="ignore", strict=True)
 
 
-def _bounded_schema(value: dict[str, Any] | None, what: str) -> dict[str, Any] | None:
-    if value is not None and len(json.dumps(value)) > MAX_SCHEMA_BYTES:
-        raise ValueError(f"{what} is larger than {MAX_SCHEMA_BYTES // 1024} KiB")
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(value)) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"the schema is larger than {MAX_SCHEMA_BYTES // 1024} KiB")
     return value
+
+
+#: A JSON schema from a client, bounded in size before anything compiles it into a grammar.
+JSONSchema = Annotated[dict[str, Any], AfterValidator(_bounded)]
 
 
 class JSONSchemaSpec(BaseModel):
@@ -33,13 +37,8 @@ class JSONSchemaSpec(BaseModel):
     name: str = Field(..., pattern=NAME_PATTERN)
     description: str | None = Field(None, max_length=4096)
     # "schema" shadows a BaseModel attribute; the alias keeps the wire name
-    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    json_schema: JSONSchema | None = Field(None, alias="schema")
     strict: bool | None = None
-
-    @field_validator("json_schema")
-    @classmethod
-    def _size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _bounded_schema(v, "the schema")
 
 
 class TextFormat(BaseModel):
@@ -66,16 +65,11 @@ class StructuredOutputs(BaseModel):
 
     model_config = _STRICT
 
-    json_schema: dict[str, Any] | None = Field(None, alias="json")
+    json_schema: JSONSchema | None = Field(None, alias="json")
     regex: str | None = Field(None, min_length=1, max_length=MAX_PATTERN)
     choice: list[Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
         None, min_length=1, max_length=MAX_CHOICES
     )
-
-    @field_validator("json_schema")
-    @classmethod
-    def _size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _bounded_schema(v, "the schema")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StructuredOutputs:
@@ -90,13 +84,8 @@ class FunctionSpec(BaseModel):
 
     name: str = Field(..., pattern=NAME_PATTERN)
     description: str | None = Field(None, max_length=4096)
-    parameters: dict[str, Any] | None = None
+    parameters: JSONSchema | None = None
     strict: bool | None = None
-
-    @field_validator("parameters")
-    @classmethod
-    def _size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _bounded_schema(v, "the parameters schema")
 
 
 class ToolSpec(BaseModel):
