@@ -237,6 +237,28 @@ class KnowledgeSettings(BaseModel):
     )
     nprobe: int = Field(16, ge=1, le=4096, description="IVF lists searched per query.")
     embed_batch: int = Field(128, ge=1, le=4096, description="Chunks embedded per batch.")
+    query_prefix: str = Field(
+        "",
+        max_length=200,
+        description="Text put before every query the embedder reads: models trained with prefixes "
+        "need theirs (e5: 'query: ').",
+    )
+    passage_prefix: str = Field(
+        "", max_length=200, description="Text put before every passage the embedder reads (e5: 'passage: ')."
+    )
+    title_weight: float = Field(
+        2.0,
+        ge=0.0,
+        le=20.0,
+        description="BM25: a query word in a chunk's head (document title, file name, section, "
+        "sheet) counts this many times a word in its text.",
+    )
+    reranker: str = Field(
+        "",
+        description="A sentence-transformers cross-encoder (local folder or hub id) for domains with "
+        "retrieval.rerank; empty: no reranking stage.",
+    )
+    rerank_depth: int = Field(20, ge=1, le=200, description="Fused candidates the reranker re-scores.")
     embed_device: str = Field(
         "", description="Embedder device ('cpu', 'cuda'); empty picks CUDA when present."
     )

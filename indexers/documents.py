@@ -58,3 +58,13 @@ class LoadedDocument:
 
 class LoaderError(Exception):
     """A file cannot be read (unsupported type, corrupt, empty); the batch goes on without it."""
+
+
+def contextual_text(
+    text: str, title: str | None = None, section: str | None = None, sheet: str | None = None
+) -> str:
+    """A chunk as the embedder and a reranker read it: a header line with its document's title and
+    its section / sheet, then the text. Much of a chunk's topic is in those (a clause rarely repeats
+    the contract's name); the stored and cited text stays the chunk alone."""
+    header = " - ".join(x for x in (title, section, sheet) if x)
+    return f"{header}\n{text}" if header else text

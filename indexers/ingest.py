@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from indexers.chunking import Chunk, Chunker
-from indexers.documents import LoadedDocument, LoaderError, Section
+from indexers.documents import LoadedDocument, LoaderError, Section, contextual_text
 from indexers.language import detect_language
 from indexers.loaders import load
 from indexers.ocr import NEEDS_OCR
@@ -272,6 +272,5 @@ class Ingestor:
 
     @staticmethod
     def _embed_text(record: DocumentRecord, chunk: Chunk) -> str:
-        """What gets embedded: the chunk with its title and heading, which carry much of its topic."""
-        context = " - ".join(x for x in (record.title, chunk.location.section) if x)
-        return f"{context}\n{chunk.text}" if context else chunk.text
+        """What gets embedded: the chunk under its contextual header (title, section, sheet)."""
+        return contextual_text(chunk.text, record.title, chunk.location.section, chunk.location.sheet)

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.api.cleanjson import CleanJSONRoute
-from app.api.deps import AdminDep, JobsDep, KnowledgeDep, SettingsDep
-from app.knowledge.base import KnowledgeBase, UnknownDomain, check_domain_name
+from app.api.deps import AdminDep, DomainsDep, JobsDep, KnowledgeDep, SettingsDep
+from app.domains.profile import RetrievalOverride, default_profile
+from app.knowledge.base import KnowledgeBase, NoReranker, UnknownDomain, check_domain_name
 from app.knowledge.ingestion import OUT_OF_SPACE, read_sources, start_ingest
 from app.protocol.documents import (
     DocumentList,
@@ -128,12 +129,24 @@ async def delete_document(domain: str, document_id: str, kb: KnowledgeDep) -> di
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(domain: str, body: SearchRequest, kb: KnowledgeDep) -> SearchResponse:
+async def search(domain: str, body: SearchRequest, kb: KnowledgeDep, domains: DomainsDep) -> SearchResponse:
+    """Rank the domain's passages; mode, fusion and reranking default to the domain's profile."""
     await _collection(kb, domain)
+    profile = domains.get(domain) or default_profile(domain)
+    r = profile.retrieval_for(RetrievalOverride(mode=body.mode, fusion=body.fusion, rerank=body.rerank))
     try:
         hits = await kb.search(
-            domain, body.query, top_k=body.top_k, mode=body.mode, flt=body.filter, min_score=body.min_score
+            domain,
+            body.query,
+            top_k=body.top_k,
+            mode=r.mode,
+            flt=body.filter,
+            min_score=body.min_score,
+            fusion=r.fusion.fusion(),
+            rerank=r.rerank,
         )
     except FilterError as exc:
         raise APIError(400, f"Invalid filter: {exc}", param="filter", code="invalid_filter") from exc
+    except NoReranker as exc:
+        raise APIError(400, str(exc), param="rerank", code="no_reranker") from exc
     return SearchResponse(data=[SearchHitPublic(**vars(h)) for h in hits])

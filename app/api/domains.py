@@ -22,7 +22,9 @@ from app.api.deps import (
 )
 from app.domains.profile import DomainProfileIn
 from app.domains.registry import DomainRegistry
-from app.knowledge.base import check_domain_name
+from app.jobs import JobManager, JobRunner
+from app.knowledge.base import KnowledgeBase, check_domain_name
+from app.knowledge.tuning import UnknownDocuments, check_relevant, tune_blocking, tuned_retrieval
 from app.protocol.domains import DomainList, DomainPublic, KnowledgeStats, OptimizeRequest
 from app.protocol.errors import APIError
 from app.protocol.jobs import JobPublic, job_public
@@ -121,10 +123,16 @@ async def optimize(
     knowledge: KnowledgeDep,
     settings: SettingsDep,
 ) -> JobPublic:
-    """Score candidate templates on held-out examples as a job; `apply` stores the winner."""
+    """Score candidate templates on held-out examples as a job; `apply` stores the winner.
+
+    With ``queries`` instead: choose the domain's retrieval settings from labelled queries.
+    """
     name = _name(name)
     if domains.get(name) is None:
         raise APIError(404, f"No domain '{name}'.", param="name", code="domain_not_found")
+    if body.queries is not None:
+        return await _tune_retrieval(name, body, domains, jobs, runner, knowledge)
+    assert body.candidates is not None
     try:
         for t in body.candidates:
             DomainProfileIn(template=t)
@@ -151,6 +159,60 @@ async def optimize(
             stored, _ = await asyncio.to_thread(domains.profiles.put, name, update)
             result.applied, result.profile_version = True, stored.version
         return {"optimization": result.model_dump()}
+
+    runner.start(job, run, describe_engine_failure)
+    return job_public(job)
+
+
+async def _tune_retrieval(
+    name: str,
+    body: OptimizeRequest,
+    domains: DomainRegistry,
+    jobs: JobManager,
+    runner: JobRunner,
+    knowledge: KnowledgeBase,
+) -> JobPublic:
+    """Retrieval tuning as a job: candidates are computed per query (progress), then compared."""
+    assert body.queries is not None
+    if not knowledge.has(name):
+        raise APIError(
+            400, f"Domain '{name}' has no documents to tune retrieval on.", param="name", code="no_documents"
+        )
+    try:
+        await knowledge.in_writer(check_relevant, knowledge, name, body.queries)
+    except UnknownDocuments as exc:
+        raise APIError(400, str(exc), param="queries", code="unknown_document") from exc
+    job = jobs.create("optimize", name, {"examples_total": len(body.queries), "examples_done": 0})
+
+    def progress(done: int, total: int) -> None:
+        jobs.update(job, progress={"examples_total": total, "examples_done": done})
+
+    async def run() -> dict:
+        profile = domains.profiles.get(name) or domains.get(name)
+        assert profile is not None
+        choice = await asyncio.to_thread(
+            tune_blocking, knowledge, name, body.queries, profile.retrieval, body.holdout, body.seed, progress
+        )
+        result = {"kind": "retrieval", "metric": "mrr@10", **choice.public(), "applied": False}
+        result["current"] = result.pop("default")
+        no_worse = choice.best_heldout.mrr >= choice.default_heldout.mrr
+        if body.apply and no_worse:
+            current = domains.profiles.get(name) or profile
+            update = DomainProfileIn(
+                **{
+                    **current.model_dump(include=set(DomainProfileIn.model_fields) - {"retrieval"}),
+                    "retrieval": tuned_retrieval(current.retrieval, choice),
+                }
+            )
+            stored, _ = await asyncio.to_thread(domains.profiles.put, name, update)
+            result.update(
+                applied=True, profile_version=stored.version, retrieval=stored.retrieval.model_dump()
+            )
+        elif body.apply:
+            result["not_applied_because"] = (
+                "the tuned settings lose to the current ones on the held-out queries"
+            )
+        return {"optimization": result}
 
     runner.start(job, run, describe_engine_failure)
     return job_public(job)

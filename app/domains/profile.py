@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from indexers.store.fusion import Fusion
 from prompts.template import DEFAULT_TEMPLATE, PromptTemplate, TemplateError
 
 DEFAULT_SYSTEM = "You are a helpful, precise assistant. Answer in the language of the question."
@@ -20,10 +21,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class FusionSettings(_Strict):
+    """How hybrid search combines the dense and the BM25 ranking (see ``indexers.store.fusion``)."""
+
+    method: Literal["relative", "rrf", "dbsf"] = Field(
+        "relative",
+        description="relative: min-max normalised scores, weighted (Weaviate's relative-score fusion); "
+        "rrf: weighted reciprocal-rank fusion; dbsf: scores normalised by mean and 3 standard deviations.",
+    )
+    dense_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of the dense ranking; BM25 gets the rest."
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="RRF's rank offset (rrf only).")
+    adaptive: bool = Field(
+        True,
+        description="Per query, scale each side's weight by how clearly its best candidate stands "
+        "out (a side that did not understand the query has no clear winner).",
+    )
+
+    def fusion(self) -> Fusion:
+        return Fusion(self.method, self.dense_weight, self.rrf_k, self.adaptive)
+
+
 class RetrievalSettings(_Strict):
     enabled: bool = Field(True, description="Retrieve from the domain's documents (when it has any).")
     top_k: int = Field(4, ge=1, le=50, description="Passages retrieved per request.")
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+    rerank: bool = Field(
+        False, description="Re-score candidates with the configured reranker (TAILOR_KNOWLEDGE__RERANKER)."
+    )
     filter: dict[str, Any] | None = Field(
         None, max_length=32, description="Metadata filter applied before ranking."
     )
@@ -36,6 +63,8 @@ class RetrievalOverride(_Strict):
     enabled: bool | None = None
     top_k: int | None = Field(None, ge=1, le=50)
     mode: Literal["dense", "bm25", "hybrid"] | None = None
+    fusion: FusionSettings | None = None
+    rerank: bool | None = None
     filter: dict[str, Any] | None = Field(None, max_length=32)
     min_score: float | None = None
 
@@ -92,7 +121,16 @@ class DomainProfile(DomainProfileIn):
     def retrieval_for(self, override: RetrievalOverride | None) -> RetrievalSettings:
         if override is None:
             return self.retrieval
-        changes = override.model_dump(exclude_unset=True)
+        # an explicit null clears a filter or a score floor; for the other fields it means "the profile's"
+        changes = {
+            k: getattr(override, k)
+            for k in override.model_fields_set
+            if getattr(override, k) is not None or k in ("filter", "min_score")
+        }
+        if override.fusion is not None:  # a partial fusion keeps the profile's other fusion fields
+            changes["fusion"] = self.retrieval.fusion.model_copy(
+                update={k: getattr(override.fusion, k) for k in override.fusion.model_fields_set}
+            )
         return self.retrieval.model_copy(update=changes)
 
 

@@ -22,6 +22,7 @@ from app.loading import loading
 from indexers.chunking import Chunker
 from indexers.embedding import Embedder, SentenceTransformerEmbedder, embedder_name
 from indexers.ingest import Ingestor, IngestResult, Progress, Source
+from indexers.rerank import CrossEncoderReranker, Reranker
 from indexers.store import Collection, CollectionSettings, SearchHit
 
 DOMAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -30,6 +31,10 @@ T = TypeVar("T")
 
 class UnknownDomain(LookupError):
     pass
+
+
+class NoReranker(LookupError):
+    """Reranking was asked for and no reranker is configured."""
 
 
 def check_domain_name(name: str) -> str:
@@ -47,6 +52,7 @@ class KnowledgeBase:
         self.embedder_path = embedder_path
         self.settings = settings
         self._embedder: Embedder | None = None
+        self._reranker: Reranker | None = None
         self._collections: dict[str, Collection] = {}
         self._lock = threading.RLock()
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tailor-ingest")
@@ -58,8 +64,25 @@ class KnowledgeBase:
             if self._embedder is None:
                 device = self.settings.embed_device or None
                 # under the shared load lock: never beside another model load (see app.loading)
-                self._embedder = loading(SentenceTransformerEmbedder, self.embedder_path, device=device)
+                self._embedder = loading(
+                    SentenceTransformerEmbedder,
+                    self.embedder_path,
+                    device=device,
+                    query_prefix=self.settings.query_prefix,
+                    passage_prefix=self.settings.passage_prefix,
+                )
             return self._embedder
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The configured cross-encoder, loaded on first use; None when none is configured."""
+        if not self.settings.reranker:
+            return None
+        with self._lock:
+            if self._reranker is None:
+                device = self.settings.embed_device or None
+                self._reranker = loading(CrossEncoderReranker, self.settings.reranker, device=device)
+            return self._reranker
 
     @property
     def embedder_name(self) -> str:
@@ -78,7 +101,13 @@ class KnowledgeBase:
 
     def _collection_settings(self) -> CollectionSettings:
         s = self.settings
-        return CollectionSettings(index_kind=s.index_kind, ivf_threshold=s.ivf_threshold, nprobe=s.nprobe)
+        return CollectionSettings(
+            index_kind=s.index_kind,
+            ivf_threshold=s.ivf_threshold,
+            nprobe=s.nprobe,
+            head_weight=s.title_weight,
+            rerank_depth=s.rerank_depth,
+        )
 
     def domains(self) -> list[str]:
         """Domains that have a collection on disk."""
@@ -144,8 +173,19 @@ class KnowledgeBase:
         chunks = store.chunks(ids)
         return [chunks[i]["text"] for i in ids if i in chunks and chunks[i]["text"].strip()]
 
-    def search_blocking(self, domain: str, query: str, **kwargs: Any) -> list[SearchHit]:
-        return self.collection(domain).search(query, **kwargs)
+    def search_blocking(
+        self, domain: str, query: str, rerank: bool = False, **kwargs: Any
+    ) -> list[SearchHit]:
+        """Search a domain; ``rerank`` runs the configured reranker (an error if none is configured)."""
+        reranker = None
+        if rerank:
+            reranker = self.reranker
+            if reranker is None:
+                raise NoReranker(
+                    "retrieval.rerank needs a reranker: set TAILOR_KNOWLEDGE__RERANKER to a "
+                    "sentence-transformers cross-encoder"
+                )
+        return self.collection(domain).search(query, reranker=reranker, **kwargs)
 
     # -- async wrappers --------------------------------------------------------------------------
     async def in_writer(self, fn: Callable[..., T], *args: Any) -> T:

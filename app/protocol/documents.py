@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.domains.profile import FusionSettings
+
 Metadata = dict[str, str | int | float | bool | None]
 
 
@@ -79,7 +81,13 @@ class SearchRequest(BaseModel):
 
     query: str = Field(..., min_length=1, max_length=4000)
     top_k: int = Field(5, ge=1, le=100)
-    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+        None, description="Default: the domain profile's retrieval mode (hybrid unless tuned)."
+    )
+    fusion: FusionSettings | None = Field(
+        None, description="Hybrid fusion; default: the profile's. Fields left out keep the profile's."
+    )
+    rerank: bool | None = Field(None, description="Default: the profile's retrieval.rerank.")
     filter: dict[str, Any] | None = Field(None, max_length=32)
     min_score: float | None = None
 

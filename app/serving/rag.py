@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from app.domains.profile import DomainProfile, RetrievalOverride
-from app.knowledge.base import KnowledgeBase
+from app.knowledge.base import KnowledgeBase, NoReranker
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
 from indexers.store import SearchHit
@@ -41,12 +41,21 @@ async def retrieve(
         return []
     try:
         return await kb.search(
-            profile.name, query[:4000], top_k=r.top_k, mode=r.mode, flt=r.filter, min_score=r.min_score
+            profile.name,
+            query[:4000],
+            top_k=r.top_k,
+            mode=r.mode,
+            flt=r.filter,
+            min_score=r.min_score,
+            fusion=r.fusion.fusion(),
+            rerank=r.rerank,
         )
     except FilterError as exc:
         raise APIError(
             400, f"Invalid retrieval filter: {exc}", param="retrieval.filter", code="invalid_filter"
         ) from exc
+    except NoReranker as exc:
+        raise APIError(400, str(exc), param="retrieval.rerank", code="no_reranker") from exc
 
 
 def passages(hits: list[SearchHit]) -> list[Passage]:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import numpy as np
 
 from indexers.embedding import Embedder
+from indexers.rerank import Reranker, contextual_text
+from indexers.store.fusion import Fusion, fuse
 from indexers.store.sqlite_store import ChunkRow, DocumentRecord, DocumentStore
 from indexers.store.vector_index import FaissIndex, VectorIndex, make_index
 
@@ -33,7 +35,12 @@ class CollectionSettings:
     nprobe: int = 16
     #: A filtered dense search over at most this many chunks is scored exactly from SQLite vectors.
     exact_filter_limit: int = 20_000
-    rrf_k: int = 60
+    #: How the hybrid mode combines its two rankings, unless a search names its own.
+    fusion: Fusion = Fusion()
+    #: BM25 counts a word in a chunk's head (title, file name, section, sheet) this many times.
+    head_weight: float = 2.0
+    #: Fused candidates a reranker re-scores (at least ``top_k``).
+    rerank_depth: int = 20
 
 
 @dataclass
@@ -191,42 +198,58 @@ class Collection:
         mode: SearchMode = "hybrid",
         flt: dict[str, Any] | None = None,
         min_score: float | None = None,
+        fusion: Fusion | None = None,
+        reranker: Reranker | None = None,
     ) -> list[SearchHit]:
-        pool = top_k if mode != "hybrid" else max(top_k * 4, 40)
-        dense: list[tuple[int, float]] = []
-        sparse: list[tuple[int, float]] = []
-        if mode in ("dense", "hybrid"):
-            dense = self._dense(query, pool, flt)
-        if mode in ("bm25", "hybrid"):
-            sparse = self.store.bm25(query, pool, flt)
-        if mode == "hybrid":
-            ranked = self._fuse([dense, sparse])[:top_k]
-        else:
-            ranked = (dense or sparse)[:top_k]
+        """The ``top_k`` best chunks for ``query``.
+
+        Hybrid search takes a pool of candidates from each half (four times ``top_k``, at least 40)
+        and fuses them (``fusion``, default: the collection's). A ``reranker`` then re-scores the
+        first ``rerank_depth`` fused candidates (each with its contextual header) and its scores
+        replace the retrieval scores; ``min_score`` applies to whichever scores are final.
+        """
+        fusion = fusion or self.settings.fusion
+        depth = max(top_k, self.settings.rerank_depth) if reranker is not None else top_k
+        pool = depth if mode != "hybrid" else max(depth * 4, 40)
+        dense, sparse = self.candidates(query, pool, mode, flt)
+        ranked = fuse(dense, sparse, fusion)[:depth] if mode == "hybrid" else (dense or sparse)[:depth]
+        rows = self.store.chunks([i for i, _ in ranked])
+        ranked = [(i, s) for i, s in ranked if i in rows]  # a chunk deleted between ranking and fetching
+        if reranker is not None and ranked:
+            scores = reranker.score(query, [contextual_text(rows[i]) for i, _ in ranked])
+            ranked = sorted(
+                ((i, float(s)) for (i, _), s in zip(ranked, scores, strict=True)), key=lambda x: -x[1]
+            )
+        ranked = ranked[:top_k]
         if min_score is not None:
             ranked = [(i, s) for i, s in ranked if s >= min_score]
-        rows = self.store.chunks([i for i, _ in ranked])
-        hits = []
-        for chunk_id, score in ranked:
-            row = rows.get(chunk_id)
-            if row is None:  # deleted between ranking and fetching
-                continue
-            hits.append(
-                SearchHit(
-                    chunk_id=chunk_id,
-                    document_id=row["document_id"],
-                    text=row["text"],
-                    score=float(score),
-                    filename=row["filename"],
-                    title=row["title"],
-                    content_type=row["content_type"],
-                    language=row["language"],
-                    parent_id=row["parent_id"],
-                    location={k: row[k] for k in ("page", "section", "sheet", "row") if row[k] is not None},
-                    metadata=row["metadata"],
-                )
-            )
-        return hits
+        return [self._hit(rows[i], i, s) for i, s in ranked]
+
+    def candidates(
+        self, query: str, k: int, mode: SearchMode = "hybrid", flt: dict[str, Any] | None = None
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The ``k`` best (chunk id, score) of the dense and of the BM25 side (empty if ``mode`` skips it)."""
+        dense = self._dense(query, k, flt) if mode in ("dense", "hybrid") else []
+        sparse = (
+            self.store.bm25(query, k, flt, self.settings.head_weight) if mode in ("bm25", "hybrid") else []
+        )
+        return dense, sparse
+
+    @staticmethod
+    def _hit(row: dict[str, Any], chunk_id: int, score: float) -> SearchHit:
+        return SearchHit(
+            chunk_id=chunk_id,
+            document_id=row["document_id"],
+            text=row["text"],
+            score=float(score),
+            filename=row["filename"],
+            title=row["title"],
+            content_type=row["content_type"],
+            language=row["language"],
+            parent_id=row["parent_id"],
+            location={k: row[k] for k in ("page", "section", "sheet", "row") if row[k] is not None},
+            metadata=row["metadata"],
+        )
 
     def _dense(self, query: str, k: int, flt: dict[str, Any] | None) -> list[tuple[int, float]]:
         q = self.embedder.embed_query(query)
@@ -247,11 +270,3 @@ class Collection:
             best += list(zip(ids.tolist(), scores.tolist(), strict=True))
         best.sort(key=lambda x: -x[1])
         return best[:k]
-
-    def _fuse(self, rankings: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
-        """Reciprocal-rank fusion: each list adds 1 / (k + rank) to its items."""
-        fused: dict[int, float] = {}
-        for ranking in rankings:
-            for rank, (chunk_id, _) in enumerate(ranking, start=1):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (self.settings.rrf_k + rank)
-        return sorted(fused.items(), key=lambda x: -x[1])

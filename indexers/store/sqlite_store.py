@@ -15,10 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+
+from indexers import lexical
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -53,22 +55,28 @@ CREATE TABLE IF NOT EXISTS chunks (
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text) VALUES (new.rowid, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
-END;
 """
+
+#: Full-text index, version 2: per chunk, its stemmed words (``body``) and its document's title,
+#: file name, section and sheet (``head``), so BM25 can weight a title hit above a body hit.
+#: Filled from Python (stemming is not SQLite's), keyed by the chunk's rowid.
+_TERMS = """
+CREATE VIRTUAL TABLE IF NOT EXISTS terms USING fts5(
+    head, body, tokenize='unicode61 remove_diacritics 2'
+);
+"""
+#: Version 1 indexed raw chunk text through triggers; replaced by ``terms`` on first open.
+_V1_FTS = """
+DROP TRIGGER IF EXISTS chunks_ai;
+DROP TRIGGER IF EXISTS chunks_ad;
+DROP TABLE IF EXISTS chunks_fts;
+"""
+SCHEMA_VERSION = 2
 
 DOCUMENT_FIELDS = ("id", "filename", "title", "content_type", "language", "parent_id", "status", "sha256")
 CHUNK_FIELDS = ("page", "section", "sheet", "row")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class FilterError(ValueError):
@@ -168,13 +176,26 @@ def compile_filter(flt: dict[str, Any] | None) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def fts_query(text: str) -> str | None:
-    """Words of ``text`` as an FTS5 OR-query of quoted terms (no FTS syntax from users)."""
-    words = [w for w in _WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
-    if not words:
+def fts_query(terms: list[str]) -> str | None:
+    """Terms as an FTS5 OR-query of quoted strings (no FTS syntax from users reaches SQLite)."""
+    if not terms:
         return None
-    unique = list(dict.fromkeys(words))[:64]
-    return " OR ".join(f'"{w}"' for w in unique)
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def chunk_head(record: DocumentRecord, chunk: ChunkRow) -> str:
+    """What the ``head`` field indexes: the document's title and file name, the chunk's section and sheet.
+
+    The file name is split into words ("lease_2023-madrid.pdf" → lease 2023 madrid pdf); it is left
+    out when it only repeats the title (a title defaults to the file's stem).
+    """
+    parts = [record.title or ""]
+    if record.filename:
+        name = PurePosixPath(record.filename.replace("\\", "/")).name
+        if lexical.words(PurePosixPath(name).stem) != lexical.words(record.title or ""):
+            parts.append(name)
+    parts += [chunk.section or "", chunk.sheet or ""]
+    return "\n".join(p for p in parts if p)
 
 
 class DocumentStore:
@@ -188,6 +209,53 @@ class DocumentStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._languages: list[str | None] | None = None
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older store up to ``SCHEMA_VERSION`` (one transaction; a crash leaves v1 intact)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            self._db.executescript(_TERMS)
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # statement by statement: executescript would commit the open transaction first
+            self._db.execute("DROP TABLE IF EXISTS terms")
+            self._db.execute(_TERMS)
+            rows = self._db.execute(
+                "SELECT c.rowid, c.text, c.section, c.sheet, d.title, d.filename, d.language"
+                " FROM chunks c JOIN documents d ON d.id = c.document_id"
+            ).fetchall()
+            for r in rows:
+                record = DocumentRecord(id="", sha256="", status="", title=r["title"], filename=r["filename"])
+                chunk = ChunkRow(0, r["text"], 0, np.zeros(0), section=r["section"], sheet=r["sheet"])
+                self._index_terms(r["rowid"], record, chunk, r["language"])
+            for statement in _V1_FTS.strip().split("\n"):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _index_terms(self, rowid: int, record: DocumentRecord, chunk: ChunkRow, language: str | None) -> None:
+        self._db.execute(
+            "INSERT INTO terms (rowid, head, body) VALUES (?, ?, ?)",
+            (
+                rowid,
+                lexical.analyze(chunk_head(record, chunk), language),
+                lexical.analyze(chunk.text, language),
+            ),
+        )
+
+    def languages(self) -> list[str | None]:
+        """The languages of the collection's documents (a query is stemmed in each)."""
+        with self._lock:
+            if self._languages is None:
+                rows = self._db.execute("SELECT DISTINCT language FROM documents").fetchall()
+                self._languages = sorted((r[0] for r in rows), key=lambda x: x or "")
+            return self._languages
 
     def _rollback(self) -> None:
         """Undo the open transaction, if SQLite has not already (it rolls back by itself on a full
@@ -250,6 +318,7 @@ class DocumentStore:
                 removed = [
                     r[0] for r in db.execute("SELECT rowid FROM chunks WHERE document_id = ?", (record.id,))
                 ]
+                self._drop_terms(removed)
                 db.execute("DELETE FROM chunks WHERE document_id = ?", (record.id,))
                 record.created_at = old[0] if old else now
                 record.updated_at = now
@@ -294,7 +363,9 @@ class DocumentStore:
                         ),
                     )
                     new_ids.append(cur.lastrowid)
+                    self._index_terms(cur.lastrowid, record, c, record.language)
                 db.execute("COMMIT")
+                self._languages = None
             except BaseException:
                 self._rollback()
                 raise
@@ -320,13 +391,20 @@ class DocumentStore:
                 removed = [
                     r[0] for r in db.execute(f"SELECT rowid FROM chunks WHERE document_id IN ({marks})", ids)
                 ]
+                self._drop_terms(removed)
                 db.execute(f"DELETE FROM chunks WHERE document_id IN ({marks})", ids)
                 db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
                 db.execute("COMMIT")
+                self._languages = None
             except BaseException:
                 self._rollback()
                 raise
         return ids, np.array(removed, dtype=np.int64)
+
+    def _drop_terms(self, rowids: list[int]) -> None:
+        for start in range(0, len(rowids), 900):
+            part = rowids[start : start + 900]
+            self._db.execute(f"DELETE FROM terms WHERE rowid IN ({','.join('?' * len(part))})", part)
 
     # -- chunks and vectors ----------------------------------------------------------------------
     def chunk_ids(self) -> np.ndarray:
@@ -364,17 +442,20 @@ class DocumentStore:
             ).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def bm25(self, query: str, k: int, flt: dict[str, Any] | None = None) -> list[tuple[int, float]]:
-        match = fts_query(query)
+    def bm25(
+        self, query: str, k: int, flt: dict[str, Any] | None = None, head_weight: float = 2.0
+    ) -> list[tuple[int, float]]:
+        """Top ``k`` chunks by BM25 over stemmed words; a word in ``head`` counts ``head_weight`` times."""
+        match = fts_query(lexical.query_terms(query, self.languages()))
         if match is None:
             return []
         where, params = compile_filter(flt)
         with self._lock:
             rows = self._db.execute(
-                "SELECT c.rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
-                " JOIN chunks c ON c.rowid = chunks_fts.rowid JOIN documents d ON d.id = c.document_id"
-                f" WHERE chunks_fts MATCH ? AND {where} ORDER BY bm25(chunks_fts) LIMIT ?",
-                [match, *params, k],
+                "SELECT c.rowid, -bm25(terms, ?, 1.0) AS score FROM terms"
+                " JOIN chunks c ON c.rowid = terms.rowid JOIN documents d ON d.id = c.document_id"
+                f" WHERE terms MATCH ? AND {where} ORDER BY score DESC LIMIT ?",
+                [head_weight, match, *params, k],
             ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 

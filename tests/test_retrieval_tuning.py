@@ -1,0 +1,122 @@
+"""Retrieval settings per domain over HTTP: fusion and reranking on the search route, and tuning
+them from labelled queries (``POST /v1/domains/{name}/optimize`` with ``queries``)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from app.domains.profile import DomainProfile, FusionSettings, RetrievalOverride, RetrievalSettings
+
+DOMAIN = "invoices"
+
+
+def wait_job(http: httpx.Client, job: dict, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        job = http.get(f"/v1/jobs/{job['id']}").json()
+    return job
+
+
+@pytest.fixture(scope="module")
+def codes(http: httpx.Client) -> list[str]:
+    """40 invoices that differ only in their code: BM25 tells them apart, the embedder hardly can."""
+    rng = np.random.default_rng(1)
+    codes = [f"INV-{n}" for n in rng.choice(range(10_000, 99_999), 40, replace=False)]
+    docs = [
+        {"id": c, "text": f"Invoice {c}: consulting services for March, payable within 30 days."}
+        for c in codes
+    ]
+    resp = http.post(f"/v1/domains/{DOMAIN}/documents", json={"documents": docs})
+    assert resp.status_code == 202, resp.text
+    assert wait_job(http, resp.json())["status"] == "succeeded"
+    return codes
+
+
+def search(http: httpx.Client, query: str, **body) -> list[str]:
+    resp = http.post(f"/v1/domains/{DOMAIN}/search", json={"query": query, "top_k": 5, **body})
+    assert resp.status_code == 200, resp.text
+    return [h["document_id"] for h in resp.json()["data"]]
+
+
+def test_search_route_takes_fusion_and_refuses_reranking_without_a_reranker(
+    http: httpx.Client, codes: list[str]
+) -> None:
+    query = f"invoice {codes[3]}"
+    assert search(http, query)[0] == codes[3]  # the default hybrid finds the code
+    assert search(http, query, mode="hybrid", fusion={"method": "rrf", "dense_weight": 0.2})[0] == codes[3]
+    assert search(http, query, fusion={"method": "dbsf"})[0] == codes[3]
+    bad = http.post(f"/v1/domains/{DOMAIN}/search", json={"query": "x", "fusion": {"dense_weight": 2}})
+    assert bad.status_code == 422
+    assert (
+        http.post(
+            f"/v1/domains/{DOMAIN}/search", json={"query": "x", "fusion": {"method": "max"}}
+        ).status_code
+        == 422
+    )
+    resp = http.post(f"/v1/domains/{DOMAIN}/search", json={"query": "x", "rerank": True})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "no_reranker"
+    assert "TAILOR_KNOWLEDGE__RERANKER" in resp.json()["error"]["message"]
+
+
+def test_tuning_from_labelled_queries_beats_the_defaults_on_held_out_queries(
+    http: httpx.Client, codes: list[str]
+) -> None:
+    queries = [{"query": f"consulting invoice {c}", "relevant": [c]} for c in codes]
+    resp = http.post(f"/v1/domains/{DOMAIN}/optimize", json={"queries": queries, "apply": True, "seed": 3})
+    assert resp.status_code == 202, resp.text
+    job = wait_job(http, resp.json())
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {"examples_total": 40, "examples_done": 40}
+    result = job["optimization"]
+    assert result["kind"] == "retrieval" and result["metric"] == "mrr@10"
+    assert result["selection_size"] == 20 and result["heldout_size"] == 20
+    best = result["best"]
+    assert best["mode"] == "bm25" or best["dense_weight"] < 0.5, best  # BM25's side wins on codes
+    assert result["tuned"]["heldout"]["mrr@10"] > result["current"]["heldout"]["mrr@10"]
+    assert result["candidates"][0]["selection_mrr@10"] >= result["candidates"][-1]["selection_mrr@10"]
+    assert result["applied"] is True
+    stored = http.get(f"/v1/domains/{DOMAIN}").json()
+    assert stored["version"] == result["profile_version"]
+    r = stored["retrieval"]
+    assert r["mode"] == best["mode"] and r["top_k"] == best["top_k"]
+    if best["mode"] == "hybrid":
+        assert r["fusion"]["method"] == best["method"] and r["fusion"]["dense_weight"] == best["dense_weight"]
+    # the search route now defaults to the tuned settings
+    query = f"consulting invoice {codes[5]}"
+    explicit = {
+        "mode": best["mode"],
+        "fusion": {"method": best["method"], "dense_weight": best["dense_weight"]},
+    }
+    assert search(http, query) == search(http, query, **explicit)
+
+
+def test_tuning_validation(http: httpx.Client, codes: list[str]) -> None:
+    q = [{"query": "invoice", "relevant": [codes[0]]}] * 4
+    url = f"/v1/domains/{DOMAIN}/optimize"
+    resp = http.post(url, json={"queries": [{"query": "invoice", "relevant": ["INV-nope", codes[0]]}] * 4})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "unknown_document"
+    assert "INV-nope" in resp.json()["error"]["message"]
+    both = {"queries": q, "candidates": ["{question}"], "examples": [{"input": "a", "output": "b"}] * 4}
+    assert http.post(url, json=both).status_code == 422
+    assert http.post(url, json={"queries": q[:3]}).status_code == 422
+    assert http.post(url, json={"queries": [{"query": "x", "relevant": []}] * 4}).status_code == 422
+    assert http.post(url, json={}).status_code == 422
+    assert http.post("/v1/domains/nowhere/optimize", json={"queries": q}).status_code == 404
+    http.put("/v1/domains/empty-shelf", json={"description": "no documents"})
+    resp = http.post("/v1/domains/empty-shelf/optimize", json={"queries": q})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "no_documents"
+
+
+def test_a_partial_fusion_override_keeps_the_profiles_other_fields() -> None:
+    profile = DomainProfile(
+        name="p", retrieval=RetrievalSettings(fusion=FusionSettings(method="rrf", dense_weight=0.3, rrf_k=10))
+    )
+    merged = profile.retrieval_for(RetrievalOverride.model_validate({"fusion": {"dense_weight": 0.8}}))
+    assert (merged.fusion.method, merged.fusion.dense_weight, merged.fusion.rrf_k) == ("rrf", 0.8, 10)
+    assert profile.retrieval_for(RetrievalOverride(mode=None)).mode == "hybrid"  # null: the profile's
+    assert profile.retrieval_for(RetrievalOverride(filter=None, top_k=2)).top_k == 2
