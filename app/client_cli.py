@@ -178,7 +178,8 @@ def optimize(url: str, key: str | None, domain: str, spec_path: Path, apply: boo
     ):
         resp = client.post(f"/v1/domains/{domain}/optimize", json=spec)
         _raise_for_error(resp)
-        task = bar.add_task(f"scoring templates for {domain}", total=None)
+        what = "retrieval queries" if "queries" in spec else "templates"
+        task = bar.add_task(f"scoring {what} for {domain}", total=None)
 
         def show(p: dict) -> None:
             bar.update(task, total=p["examples_total"] or None, completed=p["examples_done"])
@@ -186,6 +187,9 @@ def optimize(url: str, key: str | None, domain: str, spec_path: Path, apply: boo
         job = follow_job(client, resp.json(), show, poll=0.5)
     result = job["optimization"]
     out = Console()
+    if result.get("kind") == "retrieval":
+        _print_retrieval_tuning(out, result)
+        return
     out.print(f"metric {result['metric']}, {result['heldout_size']} held-out examples")
     for s in result["scores"]:
         mark = "*" if s["index"] == result["best"] else " "
@@ -199,3 +203,22 @@ def optimize(url: str, key: str | None, domain: str, spec_path: Path, apply: boo
         out.print(f"  ensemble of {e['templates']}: {e['score']:.4f}")
     if result["applied"]:
         out.print(f"applied template [{result['best']}]: profile version {result['profile_version']}")
+
+
+def _print_retrieval_tuning(out: Console, result: dict) -> None:
+    best = result["best"]
+    setting = best["mode"]
+    if setting == "hybrid":
+        adaptive = ", adaptive" if best["adaptive"] else ""
+        setting += f" ({best['method']}, dense_weight {best['dense_weight']}{adaptive})"
+    out.print(f"best on {result['selection_size']} selection queries: {setting}, top_k {best['top_k']}")
+    for name in ("current", "tuned"):
+        h = result[name]["heldout"]
+        out.print(
+            f"  {name:8s} on {h['queries']} held-out queries: MRR@10 {h['mrr@10']:.4f}  "
+            f"hit@1 {h['hit@1']:.3f}  hit@10 {h['hit@10']:.3f}  nDCG@10 {h['ndcg@10']:.4f}"
+        )
+    if result["applied"]:
+        out.print(f"applied: profile version {result['profile_version']}")
+    elif result.get("not_applied_because"):
+        out.print(f"not applied: {result['not_applied_because']}")

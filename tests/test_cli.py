@@ -70,6 +70,23 @@ def test_optimize_command(server, tmp_path: Path) -> None:
     assert "label_loglik" in done.stdout and "* [1]" in done.stdout and "applied template [1]" in done.stdout
 
 
+def test_optimize_command_tunes_retrieval_from_queries(server, tmp_path: Path) -> None:
+    import json
+
+    import httpx
+
+    docs = [
+        {"id": f"ticket-{n}", "text": f"Support ticket {n}: the router reboots at night."} for n in range(8)
+    ]
+    httpx.post(f"{server.url}/v1/domains/cli-tickets/documents", json={"documents": docs}, timeout=300)
+    spec = {"queries": [{"query": f"ticket {n} router", "relevant": [f"ticket-{n}"]} for n in range(8)]}
+    (tmp_path / "queries.json").write_text(json.dumps(spec))
+    done = tailor("optimize", "cli-tickets", str(tmp_path / "queries.json"), "--url", server.url)
+    assert done.returncode == 0, done.stderr
+    assert "best on 4 selection queries" in done.stdout
+    assert "current  on 4 held-out queries: MRR@10" in done.stdout and "tuned" in done.stdout
+
+
 def test_adapters_and_finetune_commands(server, tmp_path: Path, model_path: str) -> None:
     import json
 

@@ -63,9 +63,11 @@ def test_search_route_takes_fusion_and_refuses_reranking_without_a_reranker(
     assert "TAILOR_KNOWLEDGE__RERANKER" in resp.json()["error"]["message"]
 
 
-def test_tuning_from_labelled_queries_beats_the_defaults_on_held_out_queries(
+def test_tuning_from_labelled_queries_beats_the_current_settings_on_held_out_queries(
     http: httpx.Client, codes: list[str]
 ) -> None:
+    # a domain left on dense retrieval, which cannot tell invoice codes apart
+    assert http.put(f"/v1/domains/{DOMAIN}", json={"retrieval": {"mode": "dense"}}).status_code in (200, 201)
     queries = [{"query": f"consulting invoice {c}", "relevant": [c]} for c in codes]
     resp = http.post(f"/v1/domains/{DOMAIN}/optimize", json={"queries": queries, "apply": True, "seed": 3})
     assert resp.status_code == 202, resp.text
@@ -76,7 +78,7 @@ def test_tuning_from_labelled_queries_beats_the_defaults_on_held_out_queries(
     assert result["kind"] == "retrieval" and result["metric"] == "mrr@10"
     assert result["selection_size"] == 20 and result["heldout_size"] == 20
     best = result["best"]
-    assert best["mode"] == "bm25" or best["dense_weight"] < 0.5, best  # BM25's side wins on codes
+    assert best["mode"] != "dense", best
     assert result["tuned"]["heldout"]["mrr@10"] > result["current"]["heldout"]["mrr@10"]
     assert result["candidates"][0]["selection_mrr@10"] >= result["candidates"][-1]["selection_mrr@10"]
     assert result["applied"] is True
