@@ -36,7 +36,14 @@ class CrossEncoderReranker(Reranker):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import CrossEncoder
 
-        self.model = CrossEncoder(model, device=device, max_length=max_length, local_files_only=True)
+        # safetensors only: a pickled checkpoint could run code when loaded
+        self.model = CrossEncoder(
+            model,
+            device=device,
+            max_length=max_length,
+            local_files_only=True,
+            model_kwargs={"use_safetensors": True},
+        )
         self.name = Path(model).name or model
         self.batch_size = batch_size
 

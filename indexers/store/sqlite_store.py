@@ -9,6 +9,7 @@ reused, so a stale vector id can never point at a new chunk.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -72,6 +73,7 @@ DROP TRIGGER IF EXISTS chunks_ad;
 DROP TABLE IF EXISTS chunks_fts;
 """
 SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
 
 DOCUMENT_FIELDS = ("id", "filename", "title", "content_type", "language", "parent_id", "status", "sha256")
 CHUNK_FIELDS = ("page", "section", "sheet", "row")
@@ -220,6 +222,9 @@ class DocumentStore:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                self._db.execute("COMMIT")  # another process migrated it while this one waited
+                return
             # statement by statement: executescript would commit the open transaction first
             self._db.execute("DROP TABLE IF EXISTS terms")
             self._db.execute(_TERMS)
@@ -227,6 +232,13 @@ class DocumentStore:
                 "SELECT c.rowid, c.text, c.section, c.sheet, d.title, d.filename, d.language"
                 " FROM chunks c JOIN documents d ON d.id = c.document_id"
             ).fetchall()
+            if rows:
+                log.warning(
+                    "%s: indexing %d chunks for per-language BM25 (store schema %d)",
+                    self.path,
+                    len(rows),
+                    SCHEMA_VERSION,
+                )
             for r in rows:
                 record = DocumentRecord(id="", sha256="", status="", title=r["title"], filename=r["filename"])
                 chunk = ChunkRow(0, r["text"], 0, np.zeros(0), section=r["section"], sheet=r["sheet"])

@@ -257,3 +257,16 @@ def test_tuning_picks_bm25_weight_for_code_lookups_and_wins_on_held_out_queries(
     assert pools.evaluate(default, queries).mrr >= pools.evaluate(Setting("bm25"), queries).mrr - 1e-9
     assert 1 <= choice.top_k <= 10
     assert choice.public()["best"]["top_k"] == choice.top_k
+
+
+def test_embedder_prefixes_for_models_trained_with_them(embedder):
+    """e5-style models read "query: " / "passage: "; the prefixes are settings, applied per side."""
+    from app.models.prepare import embedder_dir
+    from indexers.embedding import SentenceTransformerEmbedder
+
+    prefixed = SentenceTransformerEmbedder(
+        str(embedder_dir()), device="cpu", query_prefix="query: ", passage_prefix="passage: "
+    )
+    np.testing.assert_allclose(prefixed.embed_query("rent"), embedder.embed(["query: rent"])[0], atol=1e-5)
+    np.testing.assert_allclose(prefixed.embed(["rent"])[0], embedder.embed(["passage: rent"])[0], atol=1e-5)
+    assert not np.allclose(prefixed.embed_query("rent"), embedder.embed_query("rent"), atol=1e-3)
