@@ -178,17 +178,23 @@ def split(n: int, holdout: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[:cut]), sorted(order[cut:])
 
 
+#: Fewest passages tuning will set: with one or two, an answer is lost whenever its passage is
+#: not ranked first, and a few labelled queries that all hit at rank 1 prove little.
+MIN_TOP_K = 3
+
+
 def smallest_top_k(
     pools: Pools, setting: Setting, queries: list[LabelledQuery], which: list[int], slack: float = 0.02
 ) -> int:
-    """Fewest passages (1-10) whose hit rate on ``which`` is within ``slack`` of hit@10.
+    """Fewest passages (``MIN_TOP_K``-10) whose hit rate on ``which`` is within ``slack`` of hit@10.
 
     More passages than that only lengthen the prompt: the answer's document is rarely further down.
+    It does not change the ranking (MRR), so every labelled query may be used to choose it.
     """
     ks = tuple(range(1, DEPTH + 1))
     rankings = [pools.ranking(i, setting) for i in which]
     hits = score(rankings, [queries[i] for i in which], ks).hit
-    return next(k for k in ks if hits[k] >= hits[DEPTH] - slack)
+    return max(MIN_TOP_K, next(k for k in ks if hits[k] >= hits[DEPTH] - slack))
 
 
 def choose(
@@ -203,7 +209,7 @@ def choose(
     table.sort(key=lambda x: -x[1])
     return Choice(
         best=best,
-        top_k=smallest_top_k(pools, best, queries, selection),
+        top_k=smallest_top_k(pools, best, queries, list(range(len(queries)))),
         selection_size=len(selection),
         heldout_size=len(heldout),
         default_heldout=pools.evaluate(default, queries, heldout),
