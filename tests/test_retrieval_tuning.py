@@ -114,6 +114,21 @@ def test_tuning_validation(http: httpx.Client, codes: list[str]) -> None:
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "no_documents"
 
 
+def test_reranking_needs_a_loadable_reranker(http: httpx.Client, make_server, base_settings, codes) -> None:
+    resp = http.put("/v1/domains/reranked", json={"retrieval": {"rerank": True}})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "no_reranker"
+    knowledge = base_settings.knowledge.model_copy(update={"reranker": "/nonexistent/cross-encoder"})
+    server = make_server(base_settings.model_copy(update={"knowledge": knowledge}))
+    url = f"{server.url}/v1/domains/{DOMAIN}/search"
+    resp = httpx.post(url, json={"query": "invoice", "rerank": True}, timeout=60)
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "reranker_unavailable"
+    assert "/nonexistent/cross-encoder" in resp.json()["error"]["message"]
+    assert (
+        httpx.post(url, json={"query": f"invoice {codes[0]}"}, timeout=60).json()["data"][0]["document_id"]
+        == codes[0]
+    )
+
+
 def test_a_partial_fusion_override_keeps_the_profiles_other_fields() -> None:
     profile = DomainProfile(
         name="p", retrieval=RetrievalSettings(fusion=FusionSettings(method="rrf", dense_weight=0.3, rrf_k=10))

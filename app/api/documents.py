@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, DomainsDep, JobsDep, KnowledgeDep, SettingsDep
 from app.domains.profile import RetrievalOverride, default_profile
-from app.knowledge.base import KnowledgeBase, NoReranker, UnknownDomain, check_domain_name
+from app.knowledge.base import (
+    KnowledgeBase,
+    NoReranker,
+    RerankerUnavailable,
+    UnknownDomain,
+    check_domain_name,
+)
 from app.knowledge.ingestion import OUT_OF_SPACE, read_sources, start_ingest
 from app.protocol.documents import (
     DocumentList,
@@ -149,4 +155,6 @@ async def search(domain: str, body: SearchRequest, kb: KnowledgeDep, domains: Do
         raise APIError(400, f"Invalid filter: {exc}", param="filter", code="invalid_filter") from exc
     except NoReranker as exc:
         raise APIError(400, str(exc), param="rerank", code="no_reranker") from exc
+    except RerankerUnavailable as exc:
+        raise APIError(503, str(exc), param="rerank", code="reranker_unavailable") from exc
     return SearchResponse(data=[SearchHitPublic(**vars(h)) for h in hits])

@@ -90,6 +90,14 @@ async def put_domain(
     soft = state.soft_prompts
     if soft is not None and soft.get(name) is not None:
         raise APIError(409, f"'{name}' is the name of a soft prompt.", param="name", code="name_taken")
+    if body.retrieval.rerank and not settings.knowledge.reranker:
+        raise APIError(
+            400,
+            "retrieval.rerank needs a reranker: set TAILOR_KNOWLEDGE__RERANKER to a sentence-transformers "
+            "cross-encoder",
+            param="retrieval.rerank",
+            code="no_reranker",
+        )
     domains.check_references(
         body,
         adapter_exists=lambda a: registry is not None and registry.get(a) is not None,

@@ -37,6 +37,10 @@ class NoReranker(LookupError):
     """Reranking was asked for and no reranker is configured."""
 
 
+class RerankerUnavailable(RuntimeError):
+    """The configured reranker could not be loaded (a server-side fault, not the request's)."""
+
+
 def check_domain_name(name: str) -> str:
     if not DOMAIN_NAME.match(name) or ".." in name:
         raise ValueError(
@@ -81,7 +85,12 @@ class KnowledgeBase:
         with self._lock:
             if self._reranker is None:
                 device = self.settings.embed_device or None
-                self._reranker = loading(CrossEncoderReranker, self.settings.reranker, device=device)
+                try:
+                    self._reranker = loading(CrossEncoderReranker, self.settings.reranker, device=device)
+                except Exception as exc:  # noqa: BLE001 - any load failure: searches without it are refused
+                    raise RerankerUnavailable(
+                        f"the reranker {self.settings.reranker!r} could not be loaded: {type(exc).__name__}: {exc}"
+                    ) from exc
             return self._reranker
 
     @property

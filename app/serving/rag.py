@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from app.domains.profile import DomainProfile, RetrievalOverride
-from app.knowledge.base import KnowledgeBase, NoReranker
+from app.knowledge.base import KnowledgeBase, NoReranker, RerankerUnavailable
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
 from indexers.store import SearchHit
@@ -56,6 +56,8 @@ async def retrieve(
         ) from exc
     except NoReranker as exc:
         raise APIError(400, str(exc), param="retrieval.rerank", code="no_reranker") from exc
+    except RerankerUnavailable as exc:
+        raise APIError(503, str(exc), param="retrieval.rerank", code="reranker_unavailable") from exc
 
 
 def passages(hits: list[SearchHit]) -> list[Passage]:
