@@ -200,7 +200,7 @@ def search(
     domain: str = typer.Argument(...),
     query: str = typer.Argument(...),
     top_k: int = typer.Option(5, min=1, max=100),
-    mode: str = typer.Option("hybrid", help="dense, bm25 or hybrid"),
+    mode: str | None = typer.Option(None, help="dense, bm25 or hybrid (default: the domain profile's)"),
     filter: str | None = typer.Option(None, "--filter", help='JSON filter, e.g. {"language": "es"}.'),
     url: str | None = typer.Option(None, help="Server URL (default: TAILOR_HOST/TAILOR_PORT)."),
     key: str | None = typer.Option(None, envvar="TAILOR_API_KEY", help="API key (TAILOR_API_KEY)."),

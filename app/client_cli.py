@@ -141,10 +141,12 @@ def ingest(
 
 
 def search(
-    url: str, key: str | None, domain: str, query: str, top_k: int, mode: str, flt: str | None
+    url: str, key: str | None, domain: str, query: str, top_k: int, mode: str | None, flt: str | None
 ) -> None:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body: dict = {"query": query, "top_k": top_k, "mode": mode}
+    body: dict = {"query": query, "top_k": top_k}
+    if mode is not None:  # unset: the domain's own retrieval mode
+        body["mode"] = mode
     if flt:
         try:
             body["filter"] = json.loads(flt)
