@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 from app.config import KnowledgeSettings  # noqa: E402
 from app.models.prepare import embedder_dir  # noqa: E402
 from bench.corpora import CACHE, Doc, load  # noqa: E402
+from indexers import lexical  # noqa: E402
 from indexers.chunking import Chunker  # noqa: E402
 from indexers.embedding import Embedder, SentenceTransformerEmbedder  # noqa: E402
 from indexers.evaluation import LabelledQuery, Pools, Setting, choose, grid, score  # noqa: E402
 from indexers.ingest import Ingestor, Source  # noqa: E402
-from indexers.lexical import words  # noqa: E402
 from indexers.store import Collection, CollectionSettings  # noqa: E402
 from indexers.store.fusion import Fusion, fuse  # noqa: E402
 from indexers.store.sqlite_store import fts_query  # noqa: E402
@@ -110,8 +110,7 @@ class OldBM25:
         )
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        terms = [w for w in dict.fromkeys(words(query)) if len(w) > 1 or w.isdigit()][:64]
-        match = fts_query(terms)
+        match = fts_query(lexical.query_terms(query, []))  # the words, unstemmed
         if match is None:
             return []
         rows = self.db.execute(

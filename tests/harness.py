@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -55,3 +56,12 @@ def serve(loop: LoopThread, app: FastAPI) -> Server:
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     return Server(f"http://127.0.0.1:{port}", server, future)
+
+
+def wait_job(http: httpx.Client, job: dict, timeout: float = 300) -> dict:
+    """Poll ``GET /v1/jobs/{id}`` until the job leaves queued/running (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        job = http.get(f"/v1/jobs/{job['id']}").json()
+    return job

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import time
 
 import httpx
 import openai
 import pytest
 
 from app.config import Settings
+from tests.harness import wait_job
 
 
 def put(http: httpx.Client, name: str, **body) -> httpx.Response:
@@ -246,14 +246,6 @@ def test_context_budget_on_a_long_document_set(http: httpx.Client, oai: openai.O
         oai.chat.completions.create(
             model="contracts", messages=[{"role": "user", "content": "x " * 3000}], max_tokens=100
         )
-
-
-def wait_job(http: httpx.Client, job: dict, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.3)
-        job = http.get(f"/v1/jobs/{job['id']}").json()
-    return job
 
 
 def test_optimization_picks_the_clearly_better_template(http: httpx.Client) -> None:

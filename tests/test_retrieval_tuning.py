@@ -3,23 +3,14 @@ them from labelled queries (``POST /v1/domains/{name}/optimize`` with ``queries`
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 import pytest
 
 from app.domains.profile import DomainProfile, FusionSettings, RetrievalOverride, RetrievalSettings
+from tests.harness import wait_job
 
 DOMAIN = "invoices"
-
-
-def wait_job(http: httpx.Client, job: dict, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.3)
-        job = http.get(f"/v1/jobs/{job['id']}").json()
-    return job
 
 
 @pytest.fixture(scope="module")
