@@ -128,3 +128,25 @@ def test_a_partial_fusion_override_keeps_the_profiles_other_fields() -> None:
     assert (merged.fusion.method, merged.fusion.dense_weight, merged.fusion.rrf_k) == ("rrf", 0.8, 10)
     assert profile.retrieval_for(RetrievalOverride(mode=None)).mode == "hybrid"  # null: the profile's
     assert profile.retrieval_for(RetrievalOverride(filter=None, top_k=2)).top_k == 2
+
+
+def test_search_errors_name_the_field_of_their_route(http: httpx.Client, codes: list[str]) -> None:
+    """One search path serves chat and the search route; its errors point at each route's own field."""
+    bad = {"bad key!": 1}
+    resp = http.post(f"/v1/domains/{DOMAIN}/search", json={"query": "invoice", "filter": bad})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == "filter" and resp.json()["error"]["message"].startswith(
+        "Invalid filter:"
+    )
+    chat = {
+        "model": DOMAIN,
+        "messages": [{"role": "user", "content": "invoice"}],
+        "retrieval": {"filter": bad},
+    }
+    resp = http.post("/v1/chat/completions", json=chat)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["param"] == "retrieval.filter" and error["message"].startswith("Invalid retrieval filter:")
+    chat["retrieval"] = {"rerank": True}
+    error = http.post("/v1/chat/completions", json=chat).json()["error"]
+    assert error["code"] == "no_reranker" and error["param"] == "retrieval.rerank"

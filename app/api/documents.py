@@ -13,8 +13,6 @@ from app.api.deps import AdminDep, DomainsDep, JobsDep, KnowledgeDep, SettingsDe
 from app.domains.profile import RetrievalOverride, default_profile
 from app.knowledge.base import (
     KnowledgeBase,
-    NoReranker,
-    RerankerUnavailable,
     UnknownDomain,
     check_domain_name,
 )
@@ -29,8 +27,8 @@ from app.protocol.documents import (
 )
 from app.protocol.errors import APIError
 from app.protocol.jobs import JobPublic, job_public
+from app.serving import rag
 from indexers.store import Collection
-from indexers.store.sqlite_store import FilterError
 
 router = APIRouter(route_class=CleanJSONRoute, prefix="/domains/{domain}", tags=["documents"])
 
@@ -140,21 +138,7 @@ async def search(domain: str, body: SearchRequest, kb: KnowledgeDep, domains: Do
     await _collection(kb, domain)
     profile = domains.get(domain) or default_profile(domain)
     r = profile.retrieval_for(RetrievalOverride(mode=body.mode, fusion=body.fusion, rerank=body.rerank))
-    try:
-        hits = await kb.search(
-            domain,
-            body.query,
-            top_k=body.top_k,
-            mode=r.mode,
-            flt=body.filter,
-            min_score=body.min_score,
-            fusion=r.fusion.fusion(),
-            rerank=r.rerank,
-        )
-    except FilterError as exc:
-        raise APIError(400, f"Invalid filter: {exc}", param="filter", code="invalid_filter") from exc
-    except NoReranker as exc:
-        raise APIError(400, str(exc), param="rerank", code="no_reranker") from exc
-    except RerankerUnavailable as exc:
-        raise APIError(503, str(exc), param="rerank", code="reranker_unavailable") from exc
+    # the route's own top_k (up to 100), filter and score floor, not the profile's
+    r = r.model_copy(update={"top_k": body.top_k, "filter": body.filter, "min_score": body.min_score})
+    hits = await rag.search(kb, domain, body.query, r)
     return SearchResponse(data=[SearchHitPublic(**vars(h)) for h in hits])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from app.domains.profile import DomainProfile, RetrievalOverride
+from app.domains.profile import DomainProfile, RetrievalOverride, RetrievalSettings
 from app.knowledge.base import KnowledgeBase, NoReranker, RerankerUnavailable
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
@@ -39,10 +39,23 @@ async def retrieve(
     r = profile.retrieval_for(override)
     if not r.enabled:
         return []
+    return await search(kb, profile.name, query[:4000], r, scope="retrieval")
+
+
+async def search(
+    kb: KnowledgeBase, domain: str, query: str, r: RetrievalSettings, scope: str | None = None
+) -> list[SearchHit]:
+    """Search ``domain`` under ``r``; bad filters and reranking faults become API errors whose
+    ``param`` is the field's name inside ``scope`` (``retrieval.filter`` for chat, ``filter`` for
+    the search route)."""
+
+    def param(name: str) -> str:
+        return f"{scope}.{name}" if scope else name
+
     try:
         return await kb.search(
-            profile.name,
-            query[:4000],
+            domain,
+            query,
             top_k=r.top_k,
             mode=r.mode,
             flt=r.filter,
@@ -51,13 +64,12 @@ async def retrieve(
             rerank=r.rerank,
         )
     except FilterError as exc:
-        raise APIError(
-            400, f"Invalid retrieval filter: {exc}", param="retrieval.filter", code="invalid_filter"
-        ) from exc
+        what = f"{scope} filter" if scope else "filter"
+        raise APIError(400, f"Invalid {what}: {exc}", param=param("filter"), code="invalid_filter") from exc
     except NoReranker as exc:
-        raise APIError(400, str(exc), param="retrieval.rerank", code="no_reranker") from exc
+        raise APIError(400, str(exc), param=param("rerank"), code="no_reranker") from exc
     except RerankerUnavailable as exc:
-        raise APIError(503, str(exc), param="retrieval.rerank", code="reranker_unavailable") from exc
+        raise APIError(503, str(exc), param=param("rerank"), code="reranker_unavailable") from exc
 
 
 def passages(hits: list[SearchHit]) -> list[Passage]:
