@@ -33,7 +33,7 @@ def _logging(level: str) -> None:
 @models_cli.command("prepare")
 def models_prepare(force: bool = typer.Option(False, help="Convert again even if prepared.")) -> None:
     """Convert the bundled SmolLM2 GGUF to a checkpoint and locate the bundled embedder."""
-    from app.models.prepare import ModelPrepareError, embedder_dir, prepare_backbone
+    from app.checkpoints.prepare import ModelPrepareError, embedder_dir, prepare_backbone
 
     settings = _settings()
     _logging("warning")
@@ -68,8 +68,8 @@ def serve(
     """
     import uvicorn
 
+    from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
     from app.main import create_app
-    from app.models.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
 
     engine = {"context_length": context_length} if context_length is not None else None
     settings = _settings(host=host, port=port, engine=engine)

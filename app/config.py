@@ -386,6 +386,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest soft-prompt file accepted by the import route (413 beyond).",
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=3600.0,
+        description="Longest wait of an adapter unload or soft-prompt delete for the requests using it; "
+        "after that it answers 409 and the adapter stays loaded.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
     )

@@ -17,10 +17,10 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from app.catalog import served_name
 from app.engine import Engine
 from app.engine.failures import one_line, start_failure
 from app.loading import import_model_libraries
-from app.serving.models import ModelCatalog, served_name
 from app.state import AppState
 
 log = logging.getLogger("tailor")
@@ -28,41 +28,32 @@ log = logging.getLogger("tailor")
 FatalHook = Callable[[str], None]
 
 
-def _embedder_card(state: AppState) -> tuple[str, int] | None:
-    knowledge = state.knowledge
-    window = knowledge.embedder_window() if knowledge is not None else None
-    return None if window is None else (knowledge.embedder_name, window)
-
-
 def attach_engine(state: AppState, engine: Engine) -> None:
     """Make a started engine the one requests use."""
-    settings = state.settings
-    state.catalog = ModelCatalog(
-        base_name=served_name(engine.model, settings.served_model_name),
-        base_root=engine.model,
-        context_window=engine.max_model_len,
-        domains=state.domains.names if state.domains else list,
-        profile=state.domains.get if state.domains else (lambda name: None),
-        adapters=state.adapters.registry if state.adapters else None,
-        soft_prompts=state.soft_prompts,
-        embedder=lambda: _embedder_card(state),
+    assert state.catalog is not None
+    state.catalog.bind(
+        served_name(engine.model, state.settings.served_model_name), engine.model, engine.max_model_len
     )
     state.engine = engine
     state.metrics.bind_engine_queue(lambda: engine.stats().running_requests)
     state.engine_status, state.engine_reason = "ready", None
 
 
-async def restore_adapters(state: AppState) -> None:
-    """Re-check the persisted adapters and soft prompts against the started engine (failures are set aside)."""
-    if state.soft_prompts is not None and state.engine is not None:
+async def restore_adapters(state: AppState, engine: Engine, *, first: bool) -> None:
+    """Register the persisted adapters and soft prompts with the engine that just (re)started.
+
+    Every (re)start registers each one explicitly (failures are set aside); ``first`` also clears
+    what a stopped server left half-written.
+    """
+    if state.soft_prompts is not None:
         try:
-            await asyncio.to_thread(state.soft_prompts.restore, state.engine.model)
+            await asyncio.to_thread(state.soft_prompts.restore, engine.model, first=first)
         except Exception:  # noqa: BLE001 - soft prompts must never keep the service from serving
             log.exception("restoring soft prompts failed")
     if state.adapters is None:
         return
     try:
-        await state.adapters.restore()
+        await state.adapters.restore(engine, first=first)
     except Exception:  # noqa: BLE001 - adapters must never keep the service from serving
         log.exception("restoring adapters failed")
 
@@ -139,9 +130,10 @@ class EngineSupervisor:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, s.retry_backoff_max_s)
                 continue
+            # registered before the engine is exposed: no request meets a half-restored engine
+            self.state.engine = None
+            await self._restore(engine, first=not served)
             attach_engine(self.state, engine)
-            if not served:
-                await restore_adapters(self.state)
             _announce(self.state)
             attempts, backoff, served = 0, s.retry_backoff_s, True
             while engine.ready:
@@ -154,6 +146,10 @@ class EngineSupervisor:
             log.error("the engine stopped unexpectedly; restarting it (restart %d)", self.restarts)
             with contextlib.suppress(Exception):
                 await engine.stop()
+
+    async def _restore(self, engine: Engine, *, first: bool) -> None:
+        """Adapters and soft prompts registered with ``engine`` before requests can reach it."""
+        await restore_adapters(self.state, engine, first=first)
 
     async def stop(self) -> None:
         if self.engine is not None:

@@ -33,10 +33,10 @@ from app.api import (
 )
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
+from app.catalog import Catalog, served_name
+from app.checkpoints.prepare import resolve_backbone, resolve_embedder
 from app.config import Settings
 from app.console import routes as console_routes
-from app.domains.profile import DomainProfile
-from app.domains.registry import DomainRegistry
 from app.domains.store import ProfileStore
 from app.engine import Engine, build_engine
 from app.finetune.files import FileStore
@@ -51,9 +51,9 @@ from app.lifecycle import (
     restore_adapters,
     start_up,
 )
-from app.models.prepare import resolve_backbone, resolve_embedder
 from app.protocol.errors import error_responses
-from app.softprompts.service import SoftPromptService
+from app.protocol.profiles import DomainProfile
+from app.soft_prompt_registry.service import SoftPromptService
 from app.state import AppState
 
 
@@ -73,11 +73,11 @@ def _body_limit(settings: Settings, path: str) -> int:
 def _training_base(state: AppState, name: str) -> tuple[str, DomainProfile | None]:
     """What a fine-tuning job's ``model`` names: the base model, or a domain (its profile)."""
     catalog = state.catalog
-    if catalog is None:
+    if catalog is None or state.engine is None:
         raise FineTuneError(503, "The model is not ready; retry shortly.", code="engine_unavailable")
     if name == catalog.base_name:
         return name, None
-    profile = state.domains.get(name) if state.domains is not None else None
+    profile = catalog.profile(name)
     if profile is None:
         raise FineTuneError(
             404,
@@ -86,22 +86,6 @@ def _training_base(state: AppState, name: str) -> tuple[str, DomainProfile | Non
             param="model",
         )
     return catalog.base_name, profile
-
-
-def _name_owner(state: AppState, name: str) -> str | None:
-    """What already answers to ``name`` as a model: the backbone, a domain, an adapter, a soft prompt.
-
-    Each registry checks its own names itself (with its own 409); this covers the others.
-    """
-    if state.catalog is not None and name == state.catalog.base_name:
-        return "the base model"
-    if state.domains is not None and state.domains.exists(name):
-        return "a domain"
-    if state.adapters is not None and state.adapters.registry.get(name) is not None:
-        return "an adapter"
-    if state.soft_prompts is not None and state.soft_prompts.get(name) is not None:
-        return "a soft prompt"
-    return None
 
 
 def create_app(
@@ -130,18 +114,23 @@ def create_app(
         )
         state.jobs = JobManager(settings.data_dir / "jobs.sqlite")
         state.runner = JobRunner(state.jobs)
-        state.domains = DomainRegistry(ProfileStore(settings.data_dir / "domains"), state.knowledge)
         state.adapters = AdapterService(
             AdapterRegistry(settings.adapters_path),
             engine=lambda: state.engine,
-            name_taken=lambda name: _name_owner(state, name),
             max_bytes=settings.max_adapter_bytes,
         )
         state.soft_prompts = SoftPromptService(
-            settings.soft_prompts_path,
-            name_taken=lambda name: _name_owner(state, name),
-            max_bytes=settings.max_soft_prompt_bytes,
+            settings.soft_prompts_path, max_bytes=settings.max_soft_prompt_bytes
         )
+        state.catalog = Catalog(
+            profiles=ProfileStore(settings.data_dir / "domains"),
+            knowledge=state.knowledge,
+            adapters=state.adapters.registry,
+            soft_prompts=state.soft_prompts,
+            base_name=served_name(str(settings.model), settings.served_model_name),
+            drain_timeout_s=settings.drain_timeout_s,
+        )
+        state.adapters.catalog = state.soft_prompts.catalog = state.catalog
         state.files = FileStore(settings.data_dir / "files")
         state.tuner = FineTuner(
             settings,
@@ -159,8 +148,8 @@ def create_app(
             ),
         )
         if engine is not None:
+            await restore_adapters(state, engine, first=True)
             attach_engine(state, engine)
-            await restore_adapters(state)
             task = asyncio.create_task(load_embedder(state))
             supervisor = None
         else:
@@ -176,7 +165,6 @@ def create_app(
             if supervisor is not None:
                 state.engine, state.engine_status = None, "stopped"
                 await supervisor.stop()
-            await state.adapters.close()
             await asyncio.to_thread(state.knowledge.close)
             state.jobs.close()
 

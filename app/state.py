@@ -6,16 +6,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from app.adapters.service import AdapterService
+from app.catalog import Catalog
 from app.config import Settings
-from app.domains.registry import DomainRegistry
 from app.engine import Engine
 from app.finetune.files import FileStore
 from app.finetune.service import FineTuner
 from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.serving.metrics import Metrics
-from app.serving.models import ModelCatalog
-from app.softprompts.service import SoftPromptService
+from app.soft_prompt_registry.service import SoftPromptService
 
 EngineStatus = Literal["starting", "ready", "restarting", "failed", "stopped"]
 
@@ -25,11 +24,10 @@ class AppState:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     engine: Engine | None = None
-    catalog: ModelCatalog | None = None
+    catalog: Catalog | None = None
     knowledge: KnowledgeBase | None = None
     jobs: JobManager | None = None
     runner: JobRunner | None = None
-    domains: DomainRegistry | None = None
     adapters: AdapterService | None = None
     soft_prompts: SoftPromptService | None = None
     files: FileStore | None = None

@@ -63,7 +63,7 @@ def key_for(seed: int, length: int, depth: float) -> str:
 def _tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from app.models.prepare import backbone_dir
+    from app.checkpoints.prepare import backbone_dir
 
     return AutoTokenizer.from_pretrained(backbone_dir(ROOT / "data"))
 
@@ -286,8 +286,8 @@ def perplexity(lengths: list[int]) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from app.checkpoints.prepare import backbone_dir
     from app.config import EngineSettings, RopeScaling
-    from app.models.prepare import backbone_dir
     from app.window import model_config, plan_window
 
     model_dir = str(backbone_dir(ROOT / "data"))
@@ -356,7 +356,7 @@ def qa() -> dict:
     import httpx
     import openai
 
-    from app.models.prepare import backbone_dir
+    from app.checkpoints.prepare import backbone_dir
     from bench.server import ServerProcess
 
     text = constitution_text()

@@ -49,7 +49,7 @@ PROMPTS = [
 
 
 def model_path() -> str:
-    from app.models.prepare import resolve_backbone
+    from app.checkpoints.prepare import resolve_backbone
 
     return str(resolve_backbone("", ROOT / "data"))
 

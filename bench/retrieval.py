@@ -33,8 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.checkpoints.prepare import embedder_dir  # noqa: E402
 from app.config import KnowledgeSettings  # noqa: E402
-from app.models.prepare import embedder_dir  # noqa: E402
 from bench.corpora import CACHE, Doc, load  # noqa: E402
 from indexers import lexical  # noqa: E402
 from indexers.chunking import Chunker  # noqa: E402

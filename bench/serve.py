@@ -349,9 +349,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
     args = parser.parse_args()
 
+    from app.catalog import served_name
+    from app.checkpoints.prepare import resolve_backbone
     from app.config import Settings
-    from app.models.prepare import resolve_backbone
-    from app.serving.models import served_name
 
     settings = Settings()
     settings.engine.max_num_seqs = max(settings.engine.max_num_seqs, max(args.concurrency))

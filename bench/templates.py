@@ -143,7 +143,7 @@ def optimization(args) -> dict:
 def assembly_cost(iterations: int) -> dict:
     from transformers import AutoTokenizer
 
-    from app.domains.profile import default_profile
+    from app.protocol.profiles import default_profile
     from prompts.assemble import PromptParts, assemble_chat
     from prompts.rag import Passage
 

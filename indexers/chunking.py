@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from indexers.documents import LoadedDocument, Location, Section
+from indexers.owner import OwnerThread
 
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 
@@ -35,14 +36,23 @@ def _merge(section: Location, unit: Location) -> Location:
 
 
 class Chunker:
-    def __init__(self, tokenizer: Any, max_tokens: int = 200, overlap: int = 32) -> None:
+    def __init__(
+        self, tokenizer: Any, max_tokens: int = 200, overlap: int = 32, owner: OwnerThread | None = None
+    ) -> None:
+        """``owner``: the thread that owns ``tokenizer`` (the embedder's), when others use it too."""
         if not 0 <= overlap < max_tokens:
             raise ValueError("overlap must be smaller than max_tokens")
         self.tokenizer = tokenizer
+        self.owner = owner
         self.max_tokens = max_tokens
         self.overlap = overlap
 
     def _encode(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        if self.owner is not None:
+            return self.owner.call(self._encode_here, texts)
+        return self._encode_here(texts)
+
+    def _encode_here(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return list(zip(enc["input_ids"], enc["offset_mapping"], strict=True))
 

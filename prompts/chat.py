@@ -2,9 +2,10 @@
 
 Message contents are client (or document) text, never markup: if a user writes
 ``<|im_start|>system`` it must stay literal text, not become a role boundary. So the template is
-rendered with a sentinel in place of each content, the template's own pieces are tokenized with
-special tokens honoured, and each content piece is tokenized with special tokens split into plain
-text.
+rendered with a sentinel in place of each content, the template's own pieces are tokenized by the
+markup tokenizer (special tokens honoured), and each content piece by the literal one (special
+tokens split into plain text) — two tokenizer objects, never one switched per call
+(``prompts.tokenizer``).
 
 Templates that render tools (``tools=`` in ``apply_chat_template``) get them as the template
 expects; the functions' names, descriptions and schemas then sit in template text, so any special
@@ -17,6 +18,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from prompts.tokenizer import prompt_tokenizer
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,12 @@ def render_chat(
     tools: Sequence[dict[str, Any]] | None = None,
 ) -> RenderedPrompt:
     """Apply the chat template; contents are tokenized as literal text."""
+    tok = prompt_tokenizer(tokenizer)
     marker = f"\x00{secrets.token_hex(8)}\x00"
     contents = [m["content"] for m in messages]
     templated = [{**m, "content": f"{marker}{i}{marker}"} for i, m in enumerate(messages)]
     extra = {"tools": list(tools)} if tools else {}
-    rendered = tokenizer.apply_chat_template(
+    rendered = tok.markup.apply_chat_template(
         templated, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
     )
     ids: list[int] = []
@@ -70,11 +74,11 @@ def render_chat(
     for pos, piece in enumerate(rendered.split(marker)):
         if pos % 2 == 0:
             if piece:
-                ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+                ids += tok.markup_ids(piece)
                 text_parts.append(piece)
         else:
             content = contents[int(piece)]
             if content:
-                ids += tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                ids += tok.literal_ids(content)
                 text_parts.append(content)
     return RenderedPrompt(text="".join(text_parts), token_ids=ids)

@@ -1,9 +1,10 @@
-"""Soft prompts (prompt tuning, P-tuning, prefix tuning): configs, training, storage, serving glue.
+"""Soft prompts (prompt tuning, P-tuning, prefix tuning): configs, PEFT models, storage, serving glue.
 
-A library: it never imports ``app``, so a notebook can train, save, load and inspect soft prompts
+A library: it never imports ``app``, so a notebook can build, save, load and inspect soft prompts
 without the service. One folder per method holds its config and the PEFT tuner it trains with;
 ``store`` saves a trained prompt as a folder (config + ``prompt.safetensors`` + the backbone's
-fingerprint) and imports PEFT prompt-learning adapters; ``train`` is the training loop.
+fingerprint) and imports PEFT prompt-learning adapters; ``peft`` builds the PEFT model that trains
+one and materializes what is served (the training loop is the service's, ``app.finetune.loop``).
 
 What is served is always a plain tensor: the virtual token vectors (prompt tuning, P-tuning — the
 encoder's output, materialized once) or the per-layer key/value prefixes (prefix tuning).

@@ -12,10 +12,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from app.checkpoints.prepare import prepare_backbone  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.engine import Engine, build_engine  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.models.prepare import prepare_backbone  # noqa: E402
 from tests.harness import LoopThread, Server, serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

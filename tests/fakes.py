@@ -32,6 +32,8 @@ class ScriptedEngine(Engine):
         self.max_model_len = real.max_model_len
         self.max_lora_rank = real.max_lora_rank
         self.alive = False
+        #: Adapters registered with this engine instance (a restart must register them again).
+        self.added: list[str] = []
 
     async def start(self) -> None:
         self.script.starts += 1
@@ -50,6 +52,10 @@ class ScriptedEngine(Engine):
     def tokenizer(self) -> Any:
         return self.real.tokenizer
 
+    @property
+    def tokens(self):
+        return self.real.tokens  # the tokenizer has one owner thread, the real engine's
+
     def stats(self):
         return self.real.stats()
 
@@ -66,6 +72,7 @@ class ScriptedEngine(Engine):
 
     async def add_adapter(self, adapter: AdapterRef) -> None:
         await self.real.add_adapter(adapter)
+        self.added.append(adapter.name)
 
     async def remove_adapter(self, adapter: AdapterRef) -> None:
         await self.real.remove_adapter(adapter)

@@ -303,8 +303,8 @@ def test_optimize_validation(http: httpx.Client) -> None:
 def test_unreadable_profile_files_are_set_aside_not_fatal(
     make_server, base_settings: Settings, tmp_path
 ) -> None:
-    from app.domains.profile import DomainProfileIn
     from app.domains.store import ProfileStore
+    from app.protocol.profiles import DomainProfileIn
 
     root = tmp_path / "data" / "domains"
     edited = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.models.prepare import (
+from app.checkpoints.prepare import (
     ModelPrepareError,
     embedder_dir,
     is_prepared,

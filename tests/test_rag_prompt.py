@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from app.catalog import Target
 from app.config import Settings
-from app.domains.profile import default_profile
 from app.protocol.openai import ChatCompletionRequest
-from app.serving.models import Target
+from app.protocol.profiles import default_profile
 from app.serving.pipeline import prepare_chat
 from indexers.store import SearchHit
 from prompts.assemble import DATA_NOTE

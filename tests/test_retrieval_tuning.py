@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.domains.profile import DomainProfile, FusionSettings, RetrievalOverride, RetrievalSettings
+from app.protocol.profiles import DomainProfile, FusionSettings, RetrievalOverride, RetrievalSettings
 from tests.harness import wait_job
 
 DOMAIN = "invoices"

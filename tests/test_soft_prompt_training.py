@@ -124,8 +124,9 @@ def test_the_loop_stops_early_and_keeps_the_best_epoch(model_path: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from app.finetune.loop import LoopSettings, evaluate, train_loop
     from soft_prompts import config_from_dict
-    from soft_prompts.train import LoopSettings, build_model, evaluate, train_loop
+    from soft_prompts.peft import build_model
 
     tok = AutoTokenizer.from_pretrained(model_path)
 

@@ -118,9 +118,9 @@ def _modules(path: Path) -> set[str]:
     [
         ("app/domains", ("app.serving", "app.api")),
         ("app/knowledge", ("app.api", "app.serving")),
-        ("app/engine", ("app.api", "app.serving", "app.domains", "app.adapters", "app.softprompts")),
+        ("app/engine", ("app.api", "app.serving", "app.domains", "app.adapters", "app.soft_prompt_registry")),
         ("app/adapters", ("app.api", "app.serving")),
-        ("app/softprompts", ("app.api", "app.serving", "app.finetune")),
+        ("app/soft_prompt_registry", ("app.api", "app.serving", "app.finetune")),
         ("app/jobs", ("app.api", "app.serving")),
         ("app/serving", ("app.api",)),
         ("app/finetune", ("app.api",)),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.protocol.errors import ServiceError
+from app.errors import ServiceError
 
 
 class AdapterError(ServiceError):

@@ -1,9 +1,10 @@
 """Load, register and unload adapters against the running engine.
 
-Loading validates the folder (``inspect``), loads it into the engine (so vLLM's own loader has
-accepted it before any request names it) and only then persists the entry. Unloading removes the
-name at once (new requests get 404) and lets requests already using it finish before the engine
-drops the weights and an owned folder is deleted.
+Loading reserves the name in the catalog, validates the folder (``inspect``), loads it into the
+engine (so vLLM's own loader has accepted it before any request names it) and only then persists
+the entry. Unloading goes through the catalog too: refused while a domain profile names the
+adapter, it stops new requests at once and waits (bounded) for the running ones before the engine
+drops the weights and an owned folder is deleted; a timeout leaves the adapter loaded (409).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.adapters.errors import AdapterError
 from app.adapters.inspect import CONFIG, WEIGHTS, AdapterInfo, inspect_adapter
 from app.adapters.registry import AdapterEntry, AdapterRegistry, Source, check_name, resolve_inside
 from app.engine import Engine
 from app.engine.base import EngineError
+
+if TYPE_CHECKING:
+    from app.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +35,13 @@ class AdapterService:
         self,
         registry: AdapterRegistry,
         engine: Callable[[], Engine | None],
-        name_taken: Callable[[str], str | None],
         max_bytes: int,
     ) -> None:
         self.registry = registry
         self._engine = engine
-        self._name_taken = name_taken
         self.max_bytes = max_bytes
-        self._draining: set[asyncio.Task] = set()
+        #: Set once the catalog exists (it reads this registry): the owner of every name.
+        self.catalog: Catalog | None = None
 
     @property
     def root(self) -> Path:
@@ -53,20 +57,10 @@ class AdapterService:
             )
         return engine
 
-    def _check_free(self, name: str) -> None:
+    def _creating(self, name: str):
         check_name(name)
-        if self.registry.get(name) is not None:
-            raise AdapterError(
-                409,
-                f"An adapter named '{name}' is already loaded; unload it first.",
-                code="adapter_exists",
-                param="name",
-            )
-        taken = self._name_taken(name)
-        if taken:
-            raise AdapterError(
-                409, f"'{name}' is already the name of {taken}.", code="name_taken", param="name"
-            )
+        assert self.catalog is not None
+        return self.catalog.creating(name, "adapter")
 
     async def register(
         self,
@@ -78,8 +72,13 @@ class AdapterService:
         info: AdapterInfo | None = None,
     ) -> AdapterEntry:
         """Validate ``folder`` (inside the adapters dir; ``info`` when already validated), load it
-        into the engine and persist it."""
-        self._check_free(name)
+        into the engine and persist it, all while the catalog holds the name."""
+        with self._creating(name):
+            return await self._register(name, folder, source, domain=domain, info=info)
+
+    async def _register(
+        self, name: str, folder: Path, source: Source, *, domain: str | None, info: AdapterInfo | None
+    ) -> AdapterEntry:
         engine = self.engine()
         if info is None:
             info = await asyncio.to_thread(self._inspect, engine, folder)
@@ -111,9 +110,9 @@ class AdapterService:
         return inspect_adapter(folder, engine.model, engine.max_lora_rank, self.max_bytes)
 
     async def load_path(self, name: str, path: str) -> AdapterEntry:
-        self._check_free(name)
-        folder = resolve_inside(self.root, path)
-        return await self.register(name, folder, "path")
+        with self._creating(name):
+            folder = resolve_inside(self.root, path)
+            return await self._register(name, folder, "path", domain=None, info=None)
 
     def incoming(self) -> Path:
         """A fresh folder for an upload or a training result, renamed into place once valid."""
@@ -129,7 +128,14 @@ class AdapterService:
         Anything that fails leaves neither a folder nor an entry behind.
         """
         try:
-            self._check_free(name)
+            with self._creating(name):
+                return await self._adopt(name, incoming, source, domain)
+        finally:
+            if incoming.exists():
+                await asyncio.to_thread(shutil.rmtree, incoming, True)
+
+    async def _adopt(self, name: str, incoming: Path, source: Source, domain: str | None) -> AdapterEntry:
+        try:
             final = self.root / name
             if final.exists():
                 raise AdapterError(
@@ -144,13 +150,13 @@ class AdapterService:
             shutil.rmtree(incoming, ignore_errors=True)
             raise
         try:
-            return await self.register(name, final, source, domain=domain, info=info)
+            return await self._register(name, final, source, domain=domain, info=info)
         except BaseException:
-            shutil.rmtree(final, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, final, True)
             raise
 
     async def upload(self, name: str, files: dict[str, bytes]) -> AdapterEntry:
-        self._check_free(name)
+        check_name(name)
         unknown = sorted(set(files) - {CONFIG, WEIGHTS, "README.md"})
         if unknown:
             raise AdapterError(
@@ -163,47 +169,63 @@ class AdapterService:
         missing = [n for n in (CONFIG, WEIGHTS) if n not in files]
         if missing:
             raise AdapterError(422, f"The upload has no {missing[0]}.", code="invalid_adapter", param="files")
+        with self._creating(name):
+            folder = await asyncio.to_thread(self._write_incoming, files)
+            try:
+                return await self._adopt(name, folder, "upload", None)
+            finally:
+                if folder.exists():
+                    await asyncio.to_thread(shutil.rmtree, folder, True)
+
+    def _write_incoming(self, files: dict[str, bytes]) -> Path:
+        """The upload's files in a fresh incoming folder (in a thread: up to the 1 GiB limit)."""
         folder = self.incoming()
         for fname in (CONFIG, WEIGHTS):
             (folder / fname).write_bytes(files[fname])
-        return await self.adopt(name, folder, "upload")
+        return folder
 
-    async def unload(self, name: str) -> AdapterEntry:
+    async def unload(self, name: str, *, force: bool = False) -> tuple[AdapterEntry, list[str]]:
+        """Unload through the catalog (refused while referenced or in use); returns the entry and
+        the domains ``force`` detached it from."""
+        assert self.catalog is not None
+        entry = self.registry.get(name)
+        detached = await self.catalog.remove("adapter", name, lambda: self._drop(name), force=force)
+        assert entry is not None  # remove() answered 404 otherwise
+        return entry, detached
+
+    async def _drop(self, name: str) -> None:
+        """No request holds the adapter and none can take it: free the weights, entry and folder."""
         entry = self.registry.get(name)
         if entry is None:
-            raise AdapterError(404, f"No adapter named '{name}'.", code="adapter_not_found", param="name")
-        await asyncio.to_thread(self.registry.remove, name)
-        task = asyncio.create_task(self._drain(entry))
-        self._draining.add(task)
-        task.add_done_callback(self._draining.discard)
-        return entry
-
-    async def _drain(self, entry: AdapterEntry) -> None:
-        """Wait for requests still using the adapter, then free its weights and owned folder."""
+            return
         engine = self._engine()
-        if engine is not None:
+        if engine is not None and engine.ready and engine.max_lora_rank:
             try:
                 await engine.remove_adapter(entry.ref(self.root))
             except Exception:  # noqa: BLE001 - the engine may be restarting; nothing is held then
                 log.warning("could not drop adapter %s from the engine", entry.name, exc_info=True)
+        await asyncio.to_thread(self.registry.remove, name)
         if entry.owned:
             await asyncio.to_thread(shutil.rmtree, self.root / entry.path, True)
+        log.info("adapter %s unloaded", name)
 
-    async def restore(self) -> None:
-        """Re-check persisted adapters against the engine that just started; set aside failures."""
-        engine = self._engine()
-        if engine is None or not engine.max_lora_rank:
+    async def restore(self, engine: Engine, *, first: bool) -> None:
+        """Register every persisted adapter with the engine that just (re)started.
+
+        Each one is re-checked and loaded explicitly, so a restarted engine serves the same set
+        (vLLM would otherwise load by path lazily, from whatever is on disk by then); one that
+        fails is set aside with a warning.
+        """
+        if first:  # uploads and training results a stopped server left half-written
+            for leftover in self.root.glob(".incoming-*"):
+                await asyncio.to_thread(shutil.rmtree, leftover, True)
+        if not engine.max_lora_rank:
             return
         for entry in self.registry.entries():
             try:
                 folder = resolve_inside(self.root, entry.path)
                 await asyncio.to_thread(self._inspect, engine, folder)
-            except AdapterError as exc:
-                await asyncio.to_thread(self.registry.set_aside, entry.name, exc.message)
-        for leftover in self.root.glob(".incoming-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-    async def close(self) -> None:
-        for task in list(self._draining):
-            task.cancel()
-        await asyncio.gather(*self._draining, return_exceptions=True)
+                await engine.add_adapter(entry.ref(self.root))
+            except (AdapterError, EngineError) as exc:
+                why = exc.message if isinstance(exc, AdapterError) else str(exc)
+                await asyncio.to_thread(self.registry.set_aside, entry.name, why)

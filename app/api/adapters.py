@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
@@ -25,6 +25,9 @@ from app.protocol.adapters import (
 from app.protocol.errors import APIError
 
 router = APIRouter(route_class=CleanJSONRoute, tags=["adapters"])
+
+#: ``?force=true`` on a delete: detach the member from the domain profiles that name it.
+ForceQuery = Annotated[bool, Query(description="Detach it from the domain profiles that name it.")]
 
 
 def get_adapters(state: StateDep) -> AdapterService:
@@ -108,10 +111,12 @@ async def get_adapter(name: str, adapters: AdaptersDep, catalog: CatalogDep) -> 
 
 
 @router.delete("/adapters/{name}", dependencies=[AdminDep], response_model=AdapterDeleted)
-async def unload_adapter(name: str, adapters: AdaptersDep) -> AdapterDeleted:
-    """Unload: new requests get 404 at once; requests using it finish first."""
-    entry = await adapters.unload(name)
-    return AdapterDeleted(id=entry.name)
+async def unload_adapter(name: str, adapters: AdaptersDep, force: ForceQuery = False) -> AdapterDeleted:
+    """Unload: refused (409) while a domain profile names it unless ``force`` detaches it; new
+    requests get 404 at once; running ones finish first (409 ``adapter_in_use`` if they outlast
+    ``TAILOR_DRAIN_TIMEOUT_S``, and the adapter stays)."""
+    entry, detached = await adapters.unload(name, force=force)
+    return AdapterDeleted(id=entry.name, detached_from=detached)
 
 
 #: vLLM answers its runtime-LoRA routes with a line of text; errors stay OpenAI-shaped JSON.

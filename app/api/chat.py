@@ -27,6 +27,9 @@ async def create_chat_completion(
     metrics: MetricsDep,
 ) -> ChatCompletionResponse | StreamingResponse:
     prep = await pipeline.chat(body)
+    assert prep.lease is not None
     if body.stream:
-        return await sse_response(request, chat_stream(prep, engine, metrics, body.include_usage))
-    return await run_until_disconnect(request, chat_completion(prep, engine, metrics))
+        stream = chat_stream(prep, engine, metrics, body.include_usage)
+        return await sse_response(request, stream, prep.lease.release)
+    with prep.lease:
+        return await run_until_disconnect(request, chat_completion(prep, engine, metrics))

@@ -27,6 +27,9 @@ async def create_completion(
     metrics: MetricsDep,
 ) -> CompletionResponse | StreamingResponse:
     prep = await pipeline.completion(body)
+    assert prep.lease is not None
     if body.stream:
-        return await sse_response(request, completion_stream(prep, engine, metrics, body.include_usage))
-    return await run_until_disconnect(request, completion(prep, engine, metrics))
+        stream = completion_stream(prep, engine, metrics, body.include_usage)
+        return await sse_response(request, stream, prep.lease.release)
+    with prep.lease:
+        return await run_until_disconnect(request, completion(prep, engine, metrics))

@@ -7,14 +7,13 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
+from app.catalog import Catalog
 from app.config import Settings
-from app.domains.registry import DomainRegistry
 from app.engine import Engine
 from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.protocol.errors import APIError
 from app.serving.metrics import Metrics
-from app.serving.models import ModelCatalog
 from app.serving.pipeline import Pipeline
 from app.state import AppState
 
@@ -45,9 +44,18 @@ def get_engine(state: StateDep) -> Engine:
     return engine
 
 
-def get_catalog(state: StateDep, engine: Annotated[Engine, Depends(get_engine)]) -> ModelCatalog:
-    assert state.catalog is not None  # set together with a ready engine
+def get_names(state: StateDep) -> Catalog:
+    """The catalog, before the engine is ready too (domains and documents need no engine)."""
+    if state.catalog is None:
+        raise APIError(503, "The catalog is not ready.", code="catalog_unavailable")
     return state.catalog
+
+
+def get_catalog(
+    names: Annotated[Catalog, Depends(get_names)], engine: Annotated[Engine, Depends(get_engine)]
+) -> Catalog:
+    """The catalog once the engine is ready (it then knows the served backbone's name)."""
+    return names
 
 
 def get_knowledge(state: StateDep) -> KnowledgeBase:
@@ -68,20 +76,14 @@ def get_runner(state: StateDep) -> JobRunner:
     return state.runner
 
 
-def get_domains(state: StateDep) -> DomainRegistry:
-    if state.domains is None:
-        raise APIError(503, "The domain registry is not ready.", code="domains_unavailable")
-    return state.domains
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-DomainsDep = Annotated[DomainRegistry, Depends(get_domains)]
+NamesDep = Annotated[Catalog, Depends(get_names)]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 
 
 def get_pipeline(

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.api.cleanjson import CleanJSONRoute
-from app.api.deps import AdminDep, DomainsDep, JobsDep, KnowledgeDep, SettingsDep
-from app.domains.profile import RetrievalOverride, default_profile
+from app.api.deps import AdminDep, JobsDep, KnowledgeDep, NamesDep, SettingsDep
 from app.knowledge.base import (
     KnowledgeBase,
     UnknownDomain,
@@ -27,6 +26,7 @@ from app.protocol.documents import (
 )
 from app.protocol.errors import APIError
 from app.protocol.jobs import JobPublic, job_public
+from app.protocol.profiles import RetrievalOverride, default_profile
 from app.serving import rag
 from indexers.store import Collection
 
@@ -63,10 +63,12 @@ async def ingest_documents(
     kb: KnowledgeDep,
     jobs: JobsDep,
     settings: SettingsDep,
+    names: NamesDep,
     wait: Annotated[bool | None, Query(description="Force waiting (true) or a job (false).")] = None,
 ):
     """Multipart files and/or JSON documents. Small batches answer 201 when done; large ones 202."""
     domain = _domain(domain)
+    names.claim_domain(domain)  # 409 when an adapter, soft prompt or the backbone has the name
     sources = await read_sources(request, settings.knowledge)
     size = sum(len(s.data or b"") + len((s.text or "").encode()) for s in sources)
     small = (
@@ -133,10 +135,10 @@ async def delete_document(domain: str, document_id: str, kb: KnowledgeDep) -> di
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search(domain: str, body: SearchRequest, kb: KnowledgeDep, domains: DomainsDep) -> SearchResponse:
+async def search(domain: str, body: SearchRequest, kb: KnowledgeDep, domains: NamesDep) -> SearchResponse:
     """Rank the domain's passages; mode, fusion and reranking default to the domain's profile."""
     await _collection(kb, domain)
-    profile = domains.get(domain) or default_profile(domain)
+    profile = domains.profile(domain) or default_profile(domain)
     r = profile.retrieval_for(RetrievalOverride(mode=body.mode, fusion=body.fusion, rerank=body.rerank))
     # the route's own top_k (up to 100), filter and score floor, not the profile's
     r = r.model_copy(update={"top_k": body.top_k, "filter": body.filter, "min_score": body.min_score})

@@ -12,22 +12,21 @@ from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import (
     AdminDep,
     CatalogDep,
-    DomainsDep,
     EngineDep,
     JobsDep,
     KnowledgeDep,
+    NamesDep,
     RunnerDep,
     SettingsDep,
-    StateDep,
 )
-from app.domains.profile import DomainProfileIn
-from app.domains.registry import DomainRegistry
+from app.catalog import Catalog
 from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase, check_domain_name
 from app.knowledge.tuning import UnknownDocuments, check_relevant, tune_blocking, tuned_retrieval
 from app.protocol.domains import DomainList, DomainPublic, KnowledgeStats, OptimizeRequest
 from app.protocol.errors import APIError
 from app.protocol.jobs import JobPublic, job_public
+from app.protocol.profiles import DomainProfileIn
 from app.serving.optimize import Optimizer, describe_engine_failure
 
 log = logging.getLogger(__name__)
@@ -41,8 +40,8 @@ def _name(name: str) -> str:
         raise APIError(400, str(exc), param="name", code="invalid_domain") from exc
 
 
-def _public(domains: DomainRegistry, name: str) -> DomainPublic:
-    profile = domains.get(name)
+def _public(domains: Catalog, name: str) -> DomainPublic:
+    profile = domains.profile(name)
     if profile is None:
         raise APIError(404, f"No domain '{name}'.", param="name", code="domain_not_found")
     stats = None
@@ -55,10 +54,10 @@ def _public(domains: DomainRegistry, name: str) -> DomainPublic:
 
 
 @router.get("", response_model=DomainList)
-async def list_domains(domains: DomainsDep) -> DomainList:
+async def list_domains(domains: NamesDep) -> DomainList:
     def build() -> DomainList:
         return DomainList(
-            data=[_public(domains, n) for n in domains.names()],
+            data=[_public(domains, n) for n in domains.domain_names()],
             warnings=list(domains.profiles.warnings.values()),
         )
 
@@ -66,7 +65,7 @@ async def list_domains(domains: DomainsDep) -> DomainList:
 
 
 @router.get("/{name}", response_model=DomainPublic)
-async def get_domain(name: str, domains: DomainsDep) -> DomainPublic:
+async def get_domain(name: str, domains: NamesDep) -> DomainPublic:
     return await asyncio.to_thread(_public, domains, _name(name))
 
 
@@ -77,19 +76,14 @@ async def get_domain(name: str, domains: DomainsDep) -> DomainPublic:
     responses={201: {"model": DomainPublic, "description": "Created"}},
 )
 async def put_domain(
-    name: str, body: DomainProfileIn, domains: DomainsDep, settings: SettingsDep, state: StateDep
+    name: str, body: DomainProfileIn, domains: NamesDep, settings: SettingsDep
 ) -> JSONResponse:
-    """Create or replace a profile; the version grows on every replace."""
+    """Create or replace a profile; the version grows on every replace.
+
+    The catalog checks the name (no backbone, adapter or soft prompt of that name) and that what
+    the profile names exists, under its lock, together with the write.
+    """
     name = _name(name)
-    base = state.catalog.base_name if state.catalog is not None else settings.served_model_name
-    if name == base:
-        raise APIError(409, f"'{name}' is the backbone's name.", param="name", code="name_taken")
-    registry = state.adapters.registry if state.adapters is not None else None
-    if registry is not None and registry.get(name) is not None:
-        raise APIError(409, f"'{name}' is the name of a LoRA adapter.", param="name", code="name_taken")
-    soft = state.soft_prompts
-    if soft is not None and soft.get(name) is not None:
-        raise APIError(409, f"'{name}' is the name of a soft prompt.", param="name", code="name_taken")
     if body.retrieval.rerank and not settings.knowledge.reranker:
         raise APIError(
             400,
@@ -98,21 +92,16 @@ async def put_domain(
             param="retrieval.rerank",
             code="no_reranker",
         )
-    domains.check_references(
-        body,
-        adapter_exists=lambda a: registry is not None and registry.get(a) is not None,
-        soft_prompt_exists=lambda n: soft is not None and soft.get(n) is not None,
-    )
-    _, created = await asyncio.to_thread(domains.profiles.put, name, body)
+    _, created = await asyncio.to_thread(domains.put_domain, name, body)
     public = await asyncio.to_thread(_public, domains, name)
     return JSONResponse(public.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @router.delete("/{name}", dependencies=[AdminDep])
-async def delete_domain(name: str, domains: DomainsDep, knowledge: KnowledgeDep) -> dict:
+async def delete_domain(name: str, domains: NamesDep, knowledge: KnowledgeDep) -> dict:
     """Remove the domain: its profile and its knowledge store (documents, chunks, vectors)."""
     name = _name(name)
-    had_profile = await asyncio.to_thread(domains.profiles.delete, name)
+    had_profile = await asyncio.to_thread(domains.delete_profile, name)
     had_store = await knowledge.in_writer(knowledge.drop_blocking, name)
     if not (had_profile or had_store):
         raise APIError(404, f"No domain '{name}'.", param="name", code="domain_not_found")
@@ -123,7 +112,7 @@ async def delete_domain(name: str, domains: DomainsDep, knowledge: KnowledgeDep)
 async def optimize(
     name: str,
     body: OptimizeRequest,
-    domains: DomainsDep,
+    domains: NamesDep,
     jobs: JobsDep,
     runner: RunnerDep,
     engine: EngineDep,
@@ -136,7 +125,7 @@ async def optimize(
     With ``queries`` instead: choose the domain's retrieval settings from labelled queries.
     """
     name = _name(name)
-    if domains.get(name) is None:
+    if domains.profile(name) is None:
         raise APIError(404, f"No domain '{name}'.", param="name", code="domain_not_found")
     if body.queries is not None:
         return await _tune_retrieval(name, body, domains, jobs, runner, knowledge)
@@ -148,13 +137,22 @@ async def optimize(
         raise APIError(
             422, f"Invalid candidate template: {exc}", param="candidates", code="invalid_template"
         ) from exc
-    target = catalog.resolve(name)
-    job = jobs.create("optimize", name, {"examples_total": 0, "examples_done": 0})
+    lease = catalog.acquire(name)  # the domain's adapter and soft prompt stay loaded for the job
+    target = lease.target
+    try:
+        job = jobs.create("optimize", name, {"examples_total": 0, "examples_done": 0})
+    except BaseException:
+        lease.release()
+        raise
 
     def progress(done: int, total: int) -> None:
         jobs.update(job, progress={"examples_total": total, "examples_done": done})
 
     async def run() -> dict:
+        with lease:
+            return await optimize_templates()
+
+    async def optimize_templates() -> dict:
         result = await Optimizer(engine, knowledge, settings, target, body, progress).run()
         if body.apply:
             current = domains.profiles.get(name) or target.profile
@@ -164,7 +162,7 @@ async def optimize(
                     "template": body.candidates[result.best],
                 }
             )
-            stored, _ = await asyncio.to_thread(domains.profiles.put, name, update)
+            stored, _ = await asyncio.to_thread(domains.put_domain, name, update)
             result.applied, result.profile_version = True, stored.version
         return {"optimization": result.model_dump()}
 
@@ -175,7 +173,7 @@ async def optimize(
 async def _tune_retrieval(
     name: str,
     body: OptimizeRequest,
-    domains: DomainRegistry,
+    domains: Catalog,
     jobs: JobManager,
     runner: JobRunner,
     knowledge: KnowledgeBase,
@@ -196,7 +194,7 @@ async def _tune_retrieval(
         jobs.update(job, progress={"examples_total": total, "examples_done": done})
 
     async def run() -> dict:
-        profile = domains.profiles.get(name) or domains.get(name)
+        profile = domains.profile(name)
         assert profile is not None
         choice = await asyncio.to_thread(
             tune_blocking, knowledge, name, body.queries, profile.retrieval, body.holdout, body.seed, progress
@@ -212,7 +210,7 @@ async def _tune_retrieval(
                     "retrieval": tuned_retrieval(current.retrieval, choice),
                 }
             )
-            stored, _ = await asyncio.to_thread(domains.profiles.put, name, update)
+            stored, _ = await asyncio.to_thread(domains.put_domain, name, update)
             result.update(
                 applied=True, profile_version=stored.version, retrieval=stored.retrieval.model_dump()
             )

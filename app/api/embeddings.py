@@ -11,7 +11,7 @@ import asyncio
 from fastapi import APIRouter
 
 from app.api.cleanjson import CleanJSONRoute
-from app.api.deps import DomainsDep, KnowledgeDep
+from app.api.deps import KnowledgeDep, NamesDep
 from app.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from app.protocol.errors import APIError
 from app.serving.embeddings import embed
@@ -21,10 +21,10 @@ router = APIRouter(route_class=CleanJSONRoute, tags=["embeddings"])
 
 @router.post("/embeddings", response_model=EmbeddingResponse)
 async def create_embeddings(
-    body: EmbeddingRequest, knowledge: KnowledgeDep, domains: DomainsDep
+    body: EmbeddingRequest, knowledge: KnowledgeDep, domains: NamesDep
 ) -> EmbeddingResponse:
     name = knowledge.embedder_name
-    if body.model != name and domains.get(body.model) is None:
+    if body.model != name and domains.profile(body.model) is None:
         raise APIError(
             404,
             f"The embedding model '{body.model}' does not exist. Use '{name}' (or a domain's name: "

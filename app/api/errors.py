@@ -9,7 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.protocol.errors import APIError, ServiceError
+from app.errors import ServiceError
+from app.protocol.errors import APIError
 from indexers.durable import is_disk_full
 
 log = logging.getLogger(__name__)

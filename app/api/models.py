@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from app.api.adapters import AdaptersDep
+from app.api.adapters import AdaptersDep, ForceQuery
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, CatalogDep
 from app.api.soft_prompts import SoftPromptsDep
@@ -32,17 +30,22 @@ class ModelDeleted(BaseModel):
     id: str
     object: str = "model"
     deleted: bool = True
+    detached_from: list[str] = Field(
+        default_factory=list, description="Domains whose profile named it and no longer does (force=true)."
+    )
 
 
 @router.delete("/models/{model_id}", dependencies=[AdminDep], response_model=ModelDeleted)
 async def delete_model(
-    model_id: str, catalog: CatalogDep, adapters: AdaptersDep, soft: SoftPromptsDep
+    model_id: str, catalog: CatalogDep, adapters: AdaptersDep, soft: SoftPromptsDep, force: ForceQuery = False
 ) -> ModelDeleted:
-    """OpenAI's "delete a fine-tuned model": unloads an adapter or deletes a soft prompt."""
-    if soft.get(model_id) is not None:
-        await asyncio.to_thread(soft.delete, model_id)
-        return ModelDeleted(id=model_id)
-    if adapters.registry.get(model_id) is None:
+    """OpenAI's "delete a fine-tuned model": unloads an adapter or deletes a soft prompt (refused
+    while a domain profile names it, unless ``force``)."""
+    owner = catalog.owner(model_id)
+    if owner == "soft_prompt":
+        _, detached = await soft.delete(model_id, force=force)
+        return ModelDeleted(id=model_id, detached_from=detached)
+    if owner != "adapter":
         target = catalog.resolve(model_id)  # 404 for unknown names
         raise APIError(
             400,
@@ -50,5 +53,5 @@ async def delete_model(
             param="model",
             code="invalid_value",
         )
-    await adapters.unload(model_id)
-    return ModelDeleted(id=model_id)
+    _, detached = await adapters.unload(model_id, force=force)
+    return ModelDeleted(id=model_id, detached_from=detached)

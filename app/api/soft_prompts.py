@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from app.api.adapters import ForceQuery
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, CatalogDep, StateDep
 from app.api.uploads import NAMED_FILES_BODY, read_named_files
 from app.protocol.errors import APIError
 from app.protocol.soft_prompts import SoftPromptDeleted, SoftPromptList, SoftPromptPublic
-from app.softprompts.service import SoftPromptEntry, SoftPromptService
+from app.soft_prompt_registry.service import SoftPromptEntry, SoftPromptService
 
 router = APIRouter(route_class=CleanJSONRoute, tags=["soft prompts"])
 
@@ -85,7 +85,10 @@ async def get_soft_prompt(name: str, soft: SoftPromptsDep, catalog: CatalogDep) 
 
 
 @router.delete("/soft-prompts/{name}", dependencies=[AdminDep], response_model=SoftPromptDeleted)
-async def delete_soft_prompt(name: str, soft: SoftPromptsDep, catalog: CatalogDep) -> SoftPromptDeleted:
-    """Delete: new requests get 404 at once; requests already running keep their tensor."""
-    entry = await asyncio.to_thread(soft.delete, name)
-    return SoftPromptDeleted(id=entry.name)
+async def delete_soft_prompt(
+    name: str, soft: SoftPromptsDep, catalog: CatalogDep, force: ForceQuery = False
+) -> SoftPromptDeleted:
+    """Delete: refused (409) while a domain profile names it unless ``force`` detaches it; new
+    requests get 404 at once; running ones finish first."""
+    entry, detached = await soft.delete(name, force=force)
+    return SoftPromptDeleted(id=entry.name, detached_from=detached)

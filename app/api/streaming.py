@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import Request
@@ -20,26 +20,35 @@ STREAM_RESPONSE: dict[int | str, dict] = {
 }
 
 
-async def sse_response(request: Request, events: AsyncIterator[str]) -> StreamingResponse:
-    """Stream ``events`` as SSE once the first one exists.
+async def sse_response(
+    request: Request, events: AsyncIterator[str], release: Callable[[], None] = lambda: None
+) -> StreamingResponse:
+    """Stream ``events`` as SSE once the first one exists; ``release`` runs when the stream ends.
 
     Waiting for the first event means an error before any output (engine unavailable,
     overloaded, a rejected request) answers with its own status code and an OpenAI error body;
     only errors after output has started become an error event followed by ``[DONE]``.
+    ``release`` (the request's lease) runs after the last event, on an error, or on a disconnect.
     """
     try:
         first: str | None = await run_until_disconnect(request, anext(events))
     except StopAsyncIteration:
         first = None
     except BaseException:
-        await events.aclose()
+        try:
+            await events.aclose()
+        finally:
+            release()
         raise
 
     async def replay() -> AsyncIterator[str]:
-        if first is not None:
-            yield first
-        async for chunk in events:
-            yield chunk
+        try:
+            if first is not None:
+                yield first
+            async for chunk in events:
+                yield chunk
+        finally:
+            release()
 
     # Starlette cancels the generator when the client disconnects, which aborts the engine work.
     return StreamingResponse(

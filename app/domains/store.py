@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import prompts
-from app.domains.profile import DomainProfile, DomainProfileIn
+from app.protocol.profiles import DomainProfile, DomainProfileIn
 from indexers.durable import write_text_durably
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from indexers.owner import OwnerThread
+
 
 class EngineError(Exception):
     """Base of errors the engine layer reports to routes."""
@@ -193,7 +195,19 @@ class Engine(abc.ABC):
     @property
     @abc.abstractmethod
     def tokenizer(self) -> Any:
-        """A Hugging Face tokenizer matching the backbone (chat template included)."""
+        """The backbone's ``prompts.tokenizer.PromptTokenizer`` (chat template included).
+
+        Use it only on ``tokens``, its owner thread: prompt rendering, assembly and training-data
+        tokenization all run there, never on the event loop or a second thread.
+        """
+
+    @property
+    def tokens(self) -> OwnerThread:
+        """The one thread that uses ``tokenizer`` (created on first use)."""
+        owner = self.__dict__.get("_tokens")
+        if owner is None:
+            owner = self.__dict__.setdefault("_tokens", OwnerThread("tailor-tokenizer"))
+        return owner
 
     #: Largest LoRA rank the engine accepts; 0 when LoRA is off.
     max_lora_rank: int = 0

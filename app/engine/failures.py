@@ -8,8 +8,8 @@ engine core that died while starting, an import that failed — is retried with 
 
 from __future__ import annotations
 
+from app.checkpoints.prepare import ModelPrepareError
 from app.engine.base import EngineStartError
-from app.models.prepare import ModelPrepareError
 
 _MEMORY_WORDS = (
     "out of memory",

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import math
 import os
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -38,6 +37,7 @@ from app.engine.failures import start_failure
 from app.loading import loading
 from app.window import KVBudget, WindowError, WindowPlan, kv_budget, model_config, plan_window
 from app.window.memory import GIB
+from prompts.tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ class VLLMEngine(Engine):
         self.max_model_len = 0
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._decoder: Any = None
         self._running = 0
-        self._adapter_users: Counter[int] = Counter()
         self._embeddings: Any = None  # the input embedding matrix, loaded for the first soft prompt
         self._prefix: Any = None  # the prefix-tuning path, loaded for the first prefix prompt
         self.max_lora_rank = settings.max_lora_rank if settings.max_loras > 0 else 0
@@ -205,10 +205,16 @@ class VLLMEngine(Engine):
         _apply_environment(self.settings, on_gpu)
         self._plan(on_gpu)
         args = self._engine_args(on_gpu)
-        tokenizer = AutoTokenizer.from_pretrained(self.model)
+        # three objects, none shared across threads with a per-call mode switch: markup and literal
+        # for prompts (the owner thread only), and the engine's own for decoding its outputs
+        prompts = PromptTokenizer(
+            AutoTokenizer.from_pretrained(self.model),
+            AutoTokenizer.from_pretrained(self.model, split_special_tokens=True),
+        )
+        decoder = AutoTokenizer.from_pretrained(self.model)
         # AsyncLLM starts its output tasks lazily, on the loop of the first request.
         llm = AsyncLLM.from_engine_args(args)
-        self._tokenizer = tokenizer
+        self._tokenizer, self._decoder = prompts, decoder
         self.max_model_len = int(llm.model_config.max_model_len)
         self._found_cache(llm)
         self._llm = llm
@@ -284,7 +290,7 @@ class VLLMEngine(Engine):
             from app.engine.prefix_path import PrefixPath
 
             self._prefix = PrefixPath(
-                self.model, self._tokenizer, self.settings.prefix_max_batch, self.transformers_overrides()
+                self.model, self._decoder, self.settings.prefix_max_batch, self.transformers_overrides()
             )
         return self._prefix
 
@@ -308,10 +314,7 @@ class VLLMEngine(Engine):
             raise InvalidEngineRequest(f"the engine could not load the adapter: {exc}") from exc
 
     async def remove_adapter(self, adapter: AdapterRef) -> None:
-        """Drop the weights once no running request uses them (so unloading never cuts one off)."""
-        while self._adapter_users[adapter.id] > 0:
-            await asyncio.sleep(0.05)
-        self._adapter_users.pop(adapter.id, None)
+        """Drop the weights now: the catalog calls this only once no request holds the adapter."""
         if self.ready and self.max_lora_rank:
             await self._llm.remove_lora(adapter.id)
 
@@ -403,7 +406,7 @@ class VLLMEngine(Engine):
 
     def _token_text(self, token_id: int, lp: Any) -> str:
         text = getattr(lp, "decoded_token", None)
-        return text if text is not None else self._tokenizer.decode([token_id])
+        return text if text is not None else self._decoder.decode([token_id])
 
     async def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
         from vllm.exceptions import GracefulHTTPError, VLLMClientError
@@ -422,8 +425,6 @@ class VLLMEngine(Engine):
         prompt = await self._engine_prompt(request.prompt)
         lora = self._lora_request(request.adapter)
         self._running += 1
-        if request.adapter is not None:
-            self._adapter_users[request.adapter.id] += 1
         try:
             stream = self._llm.generate(prompt, params, request_id, lora_request=lora)
             async for out in stream:
@@ -444,5 +445,3 @@ class VLLMEngine(Engine):
             raise InvalidEngineRequest(str(exc)) from exc
         finally:
             self._running -= 1
-            if request.adapter is not None:
-                self._adapter_users[request.adapter.id] -= 1

@@ -2,7 +2,8 @@
 
 For the base model the conversation goes through the backbone's chat template (as ``/v1/chat/
 completions`` does); for a domain, through the domain's system prompt and template
-(``app.serving.pipeline``), without retrieved passages. The answer's ids are what the template
+(``app.domains.prompt``), without retrieved passages. Tokenizing runs on the backbone tokenizer's
+owner thread, a batch of examples at a time, so validating a large file never holds up chats. The answer's ids are what the template
 renders after the prompt, up to and including the end-of-turn token, so the adapter learns to stop.
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.domains.profile import DomainProfile
+from app.domains.prompt import assemble, domain_parts
 from app.engine import Engine
 from app.finetune.dataset import DatasetError, Example, read_examples
-from app.serving.pipeline import assemble, domain_parts
+from app.protocol.profiles import DomainProfile
 from prompts import render_chat
 
 
@@ -49,11 +50,15 @@ def tokenize(example: Example, engine: Engine, profile: DomainProfile | None) ->
     return Tokenized(prompt, answer)
 
 
-def tokenize_file(
-    data: bytes, engine: Engine, profile: DomainProfile | None, max_examples: int, max_tokens: int
+#: Examples tokenized per turn on the owner thread (chats queued behind wait for one batch at most).
+BATCH = 16
+
+
+def _tokenize_batch(
+    batch: list[tuple[int, Example]], engine: Engine, profile: DomainProfile | None, max_tokens: int
 ) -> list[Tokenized]:
     out: list[Tokenized] = []
-    for line, example in read_examples(data, max_examples):
+    for line, example in batch:
         try:
             t = tokenize(example, engine, profile)
         except DatasetError as exc:
@@ -66,4 +71,15 @@ def tokenize_file(
                 f"{max_tokens} (TAILOR_TRAINING__MAX_EXAMPLE_TOKENS)"
             )
         out.append(t)
+    return out
+
+
+def tokenize_file(
+    data: bytes, engine: Engine, profile: DomainProfile | None, max_examples: int, max_tokens: int
+) -> list[Tokenized]:
+    """Parse and tokenize a training file (blocking: call from a worker thread, not the loop)."""
+    items = list(read_examples(data, max_examples))
+    out: list[Tokenized] = []
+    for start in range(0, len(items), BATCH):
+        out += engine.tokens.call(_tokenize_batch, items[start : start + BATCH], engine, profile, max_tokens)
     return out

@@ -31,15 +31,15 @@ from typing import Any
 from app.adapters.errors import AdapterError
 from app.adapters.service import AdapterService
 from app.config import Settings
-from app.domains.profile import DomainProfile
 from app.engine import Engine
+from app.errors import ServiceError
 from app.finetune.dataset import DatasetError
 from app.finetune.examples import Tokenized, tokenize_file
 from app.finetune.files import FileStore
 from app.jobs import Job, JobManager, JobRunner
-from app.protocol.errors import ServiceError
 from app.protocol.finetune import FineTuningJobCreate, Hyperparameters
-from app.softprompts.service import SoftPromptProblem, SoftPromptService
+from app.protocol.profiles import DomainProfile
+from app.soft_prompt_registry.service import SoftPromptProblem, SoftPromptService
 from soft_prompts import config_from_dict
 
 log = logging.getLogger(__name__)
@@ -239,11 +239,14 @@ class FineTuner:
             raise FineTuneError(503, "The model is not ready; retry shortly.", code="engine_unavailable")
         t = self.settings.training
         texts = self._documents(domain, t.max_examples)
-        tok = engine.tokenizer
-        out = [
-            Tokenized([], tok(text, add_special_tokens=False)["input_ids"][: t.max_example_tokens])
-            for text in texts
-        ]
+
+        def batch(chunk: list[str]) -> list[Tokenized]:
+            tok = engine.tokenizer
+            return [Tokenized([], tok.literal_ids(text)[: t.max_example_tokens]) for text in chunk]
+
+        out: list[Tokenized] = []
+        for start in range(0, len(texts), 16):  # the owner thread serves chats between batches
+            out += engine.tokens.call(batch, texts[start : start + 16])
         out = [e for e in out if len(e.answer_ids) >= 2]
         if not out:
             raise FineTuneError(

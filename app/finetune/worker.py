@@ -2,7 +2,7 @@
 
 Runs apart from the server so serving goes on (and a crash or a kill touches nothing served).
 Reads token ids prepared by the service (prompt ids, answer ids), trains on the very checkpoint
-vLLM serves (fp32 on CPU, bf16 on CUDA) with ``soft_prompts.train``'s loop, and writes the result
+vLLM serves (fp32 on CPU, bf16 on CUDA) with ``app.finetune.loop``, and writes the result
 to the output folder: a PEFT LoRA adapter, or a soft prompt folder (``soft_prompts.store``).
 Progress goes to stdout as one JSON object per line; errors to stderr.
 """
@@ -46,8 +46,9 @@ def train(spec: dict) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from app.finetune.loop import LoopSettings, train_loop
     from soft_prompts import SoftPrompt, config_from_dict, fingerprint_of, save
-    from soft_prompts.train import LoopSettings, build_model, materialize, train_loop
+    from soft_prompts.peft import build_model, materialize
 
     threads = int(spec.get("threads") or 0)
     if threads > 0:

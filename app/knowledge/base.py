@@ -154,10 +154,12 @@ class KnowledgeBase:
         self, domain: str, sources: list[Source], on_progress: Callable[[Progress], None] | None = None
     ) -> list[IngestResult]:
         collection = self.collection(domain, create=True)
+        embedder = self.embedder
         chunker = Chunker(
-            self.embedder.tokenizer,
+            embedder.tokenizer,
             self.settings.chunk_tokens,
             min(self.settings.chunk_overlap, self.settings.chunk_tokens // 2),
+            owner=embedder.tokens,
         )
         return Ingestor(collection, chunker, self.settings.embed_batch).run(sources, on_progress)
 

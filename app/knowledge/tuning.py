@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.domains.profile import FusionSettings, RetrievalSettings
 from app.knowledge.base import KnowledgeBase
 from app.protocol.domains import TuningQuery
+from app.protocol.profiles import FusionSettings, RetrievalSettings
 from indexers.evaluation import Choice, LabelledQuery, Pools, Setting, choose
 
 

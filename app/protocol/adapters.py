@@ -66,3 +66,6 @@ class AdapterDeleted(BaseModel):
     object: Literal["adapter.deleted"] = "adapter.deleted"
     id: str
     deleted: bool = True
+    detached_from: list[str] = Field(
+        default_factory=list, description="Domains whose profile named it and no longer does (force=true)."
+    )

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.domains.profile import FusionSettings
+from app.protocol.profiles import FusionSettings
 
 Metadata = dict[str, str | int | float | bool | None]
 

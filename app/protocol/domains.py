@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.domains.profile import DomainProfile, Example
+from app.protocol.profiles import DomainProfile, Example
 
 
 class KnowledgeStats(BaseModel):

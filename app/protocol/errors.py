@@ -1,6 +1,6 @@
 """OpenAI-shaped errors: every 4xx/5xx body is ``{"error": {message, type, param, code}}``.
 
-Routes and services raise ``APIError``; the central handlers in ``app.api.errors`` render it, so
+Routes raise ``APIError`` (lower layers raise ``app.errors.ServiceError`` subclasses); the central handlers in ``app.api.errors`` render it, so
 official OpenAI clients raise their usual typed exceptions (NotFoundError, BadRequestError, ...).
 """
 
@@ -55,20 +55,6 @@ class APIError(Exception):
             code=self.code,
         )
         return ErrorResponse(error=detail).model_dump()
-
-
-class ServiceError(Exception):
-    """An error raised below the API (adapters, fine-tuning) that knows its HTTP status.
-
-    Lower layers raise their own subclasses; one handler in ``app.api.errors`` renders them all.
-    """
-
-    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
 
 
 _DESCRIPTIONS = {

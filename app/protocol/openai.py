@@ -17,8 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.domains.profile import RetrievalOverride
 from app.protocol.documents import Source
+from app.protocol.profiles import RetrievalOverride
 from app.protocol.structured import (
     ResponseFormat,
     StructuredOutputs,

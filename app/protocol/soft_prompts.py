@@ -37,3 +37,6 @@ class SoftPromptDeleted(BaseModel):
     id: str
     object: Literal["soft_prompt"] = "soft_prompt"
     deleted: bool = True
+    detached_from: list[str] = Field(
+        default_factory=list, description="Domains whose profile named it and no longer does (force=true)."
+    )

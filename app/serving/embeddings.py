@@ -83,7 +83,8 @@ def embed(req: EmbeddingRequest, embedder: Embedder, model: str) -> EmbeddingRes
             f"This embedder's vectors have {embedder.dim} dimensions; it cannot give {req.dimensions}.",
             "dimensions",
         )
-    texts, tokens = _fit(_texts(req, embedder), req, embedder)
+    # counting and decoding on the embedder tokenizer's owner thread; the model runs here
+    texts, tokens = embedder.tokens.call(lambda: _fit(_texts(req, embedder), req, embedder))
     vectors = embedder.embed(texts)
     return EmbeddingResponse(
         data=[

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from app.config import Settings
-from app.domains.profile import GenerationDefaults
 from app.engine import Engine, EngineRequest, OutputDelta, SamplingOptions, TokenLogprob
 from app.engine.base import EngineOverloaded, EngineUnavailable, InvalidEngineRequest
 from app.protocol.errors import APIError
 from app.protocol.openai import SamplingFields
+from app.protocol.profiles import GenerationDefaults
 
 
 def reject_unsupported(req: SamplingFields, extra: dict[str, object] | None = None) -> None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from app.catalog import Target
 from app.config import Settings
-from app.domains.profile import Example
+from app.domains.prompt import assemble, domain_parts
 from app.engine import Engine, EngineError, EngineInput, EngineRequest, SamplingOptions
 from app.knowledge.base import KnowledgeBase
 from app.protocol.domains import CandidateScore, OptimizeRequest, OptimizeResult
+from app.protocol.profiles import Example
 from app.serving.generation import collect
-from app.serving.models import Target
-from app.serving.pipeline import assemble, domain_parts, reserve_for
+from app.serving.pipeline import reserve_for
 from app.serving.rag import retrieve
 from prompts.optimize import ensemble_predict, exact_match, f1, label_set, split
 from prompts.template import PromptTemplate
@@ -91,11 +92,11 @@ class Optimizer:
                 hits[e.input] = await retrieve(self.knowledge, self.profile, None, e.input)
         total = len(self.templates) * len(held)
         tok = self.engine.tokenizer
-        label_ids = [tok(label, add_special_tokens=False)["input_ids"] for label in labels or []]
+        label_ids = await self.engine.tokens.run(lambda: [tok.literal_ids(label) for label in labels or []])
 
         async def score_label(t: PromptTemplate, e: Example) -> list[float]:
             async with self._sem:
-                prompt = self._prompt(t, e.input, shots, hits.get(e.input, []))
+                prompt = await self.engine.tokens.run(self._prompt, t, e.input, shots, hits.get(e.input, []))
                 scores = [
                     await self.engine.continuation_logprob(prompt, ids, self._rid(), self.adapter)
                     for ids in label_ids
@@ -105,7 +106,7 @@ class Optimizer:
 
         async def score_answer(t: PromptTemplate, e: Example) -> float:
             async with self._sem:
-                prompt = self._prompt(t, e.input, shots, hits.get(e.input, []))
+                prompt = await self.engine.tokens.run(self._prompt, t, e.input, shots, hits.get(e.input, []))
                 options = SamplingOptions(max_tokens=req.max_tokens, temperature=0.0)
                 gen = await collect(self.engine, [EngineRequest(prompt, options, self.adapter)], self._rid())
             self._tick(total)

@@ -8,26 +8,25 @@ prompt, template, examples and passages are laid out the same way wherever the b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from app.catalog import Catalog, Lease, Target
 from app.config import Settings
-from app.domains.profile import DomainProfile
+from app.domains.prompt import assemble, domain_parts
 from app.engine import Engine, EngineInput, EngineRequest
 from app.knowledge.base import KnowledgeBase
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
 from app.protocol.openai import ChatCompletionRequest, CompletionRequest, ContextReport
+from app.protocol.profiles import DomainProfile
 from app.serving.generation import check_prompt_fits, reject_unsupported, sampling_options
 from app.serving.messages import check_template_text, schema_note, template_message, with_note
-from app.serving.models import ModelCatalog, Target
-from app.serving.rag import passages, retrieve, sources
+from app.serving.rag import retrieve, sources
 from app.serving.structured import ToolPlan, request_constraint, tool_plan
 from indexers.store import SearchHit
 from prompts import render_chat
-from prompts.assemble import Assembled, ContextOverflow, PromptParts, assemble_chat, assemble_text
+from prompts.assemble import Assembled
 from prompts.chat import renders_tools
-from prompts.template import PromptTemplate
 
 
 @dataclass
@@ -38,6 +37,8 @@ class PreparedChat:
     context: ContextReport | None = None
     prompt_text: str | None = None
     tools: ToolPlan | None = None
+    #: The request's hold on its adapter and soft prompt: released after the last token.
+    lease: Lease | None = None
 
 
 @dataclass
@@ -49,31 +50,7 @@ class PreparedCompletion:
     sources: list[Source] | None = None
     context: ContextReport | None = None
     prompt_text: str | None = None
-
-
-# -- the domain's prompt ---------------------------------------------------------------------------
-def domain_parts(
-    profile: DomainProfile,
-    question: str,
-    hits: Sequence[SearchHit] = (),
-    *,
-    history: Sequence[dict[str, str]] = (),
-    client_system: str = "",
-    template: PromptTemplate | None = None,
-    examples: Sequence[tuple[str, str]] | None = None,
-    with_system: bool = True,
-) -> PromptParts:
-    """A domain request's parts; ``template`` / ``examples`` replace the profile's (optimizer)."""
-    system = "\n\n".join(x for x in (profile.system_prompt, client_system) if x) if with_system else ""
-    return PromptParts(
-        template=template or profile.prompt_template,
-        question=question,
-        system=system,
-        domain=profile.name,
-        passages=passages(list(hits)),
-        examples=[(e.input, e.output) for e in profile.examples] if examples is None else examples,
-        history=history,
-    )
+    lease: Lease | None = None
 
 
 def reserve_for(requested: int | None, profile: DomainProfile | None, window: int, settings: Settings) -> int:
@@ -83,25 +60,6 @@ def reserve_for(requested: int | None, profile: DomainProfile | None, window: in
     if profile is not None and profile.generation.max_tokens is not None:
         return min(profile.generation.max_tokens, window // 2)
     return min(settings.default_max_tokens, window // 4)
-
-
-def assemble(
-    kind: str, engine: Engine, parts: PromptParts, reserve: int, param: str, virtual: int = 0
-) -> Assembled:
-    """Fit ``parts`` into the window as chat messages (``chat``) or plain text (``text``).
-
-    ``virtual``: positions a soft prompt takes in front of the prompt (they leave the window).
-    """
-    build = assemble_chat if kind == "chat" else assemble_text
-    try:
-        return build(engine.tokenizer, parts, engine.max_model_len - virtual, reserve)
-    except ContextOverflow as exc:
-        raise APIError(
-            400,
-            f"This model's maximum context length is {exc.window} tokens: {exc}.",
-            param=param,
-            code="context_length_exceeded",
-        ) from exc
 
 
 def context_report(assembled: Assembled, window: int, reserve: int, virtual: int = 0) -> ContextReport:
@@ -293,23 +251,44 @@ def prepare_completion(
 # -- the whole path --------------------------------------------------------------------------------
 @dataclass
 class Pipeline:
-    """Everything a request needs, gathered once per request by the API layer."""
+    """Everything a request needs, gathered once per request by the API layer.
+
+    The target is leased first (held until the response's last token: the caller releases
+    ``prep.lease``); the prompt is built on the backbone tokenizer's own thread, never on the loop.
+    """
 
     engine: Engine
-    catalog: ModelCatalog
+    catalog: Catalog
     knowledge: KnowledgeBase
     settings: Settings
 
     async def chat(self, req: ChatCompletionRequest) -> PreparedChat:
-        target = self.catalog.resolve(req.model, req.adapter, req.soft_prompt)
-        hits = await self._hits(target, req.retrieval, last_user_text(req))
-        return prepare_chat(req, target, self.engine, self.settings, hits)
+        lease = self.catalog.acquire(req.model, req.adapter, req.soft_prompt)
+        try:
+            hits = await self._hits(lease.target, req.retrieval, last_user_text(req))
+            prep = await self.engine.tokens.run(
+                prepare_chat, req, lease.target, self.engine, self.settings, hits
+            )
+        except BaseException:
+            lease.release()
+            raise
+        prep.lease = lease
+        return prep
 
     async def completion(self, req: CompletionRequest) -> PreparedCompletion:
-        target = self.catalog.resolve(req.model, req.adapter, req.soft_prompt)
-        query = domain_prompt_text(req) if target.profile is not None else ""
-        hits = await self._hits(target, req.retrieval, query)
-        return prepare_completion(req, target, self.engine, self.settings, hits)
+        lease = self.catalog.acquire(req.model, req.adapter, req.soft_prompt)
+        try:
+            target = lease.target
+            query = domain_prompt_text(req) if target.profile is not None else ""
+            hits = await self._hits(target, req.retrieval, query)
+            prep = await self.engine.tokens.run(
+                prepare_completion, req, target, self.engine, self.settings, hits
+            )
+        except BaseException:
+            lease.release()
+            raise
+        prep.lease = lease
+        return prep
 
     async def _hits(self, target: Target, override, query: str) -> list[SearchHit] | None:
         if target.profile is None:

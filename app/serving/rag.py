@@ -7,27 +7,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from app.domains.profile import DomainProfile, RetrievalOverride, RetrievalSettings
+from app.domains.prompt import label, passages  # noqa: F401 - re-exported for the routes
 from app.knowledge.base import KnowledgeBase, NoReranker, RerankerUnavailable
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
+from app.protocol.profiles import DomainProfile, RetrievalOverride, RetrievalSettings
 from indexers.store import SearchHit
 from indexers.store.sqlite_store import FilterError
-from prompts.rag import Passage
-
-
-def label(hit: SearchHit) -> str:
-    where = hit.location
-    parts = [hit.filename or hit.title or hit.document_id]
-    if "page" in where:
-        parts.append(f"page {where['page']}")
-    if "sheet" in where:
-        parts.append(f"sheet {where['sheet']}")
-    if "row" in where:
-        parts.append(f"row {where['row']}")
-    if "section" in where:
-        parts.append(str(where["section"]))
-    return ", ".join(parts)
 
 
 async def retrieve(
@@ -70,10 +56,6 @@ async def search(
         raise APIError(400, str(exc), param=param("rerank"), code="no_reranker") from exc
     except RerankerUnavailable as exc:
         raise APIError(503, str(exc), param=param("rerank"), code="reranker_unavailable") from exc
-
-
-def passages(hits: list[SearchHit]) -> list[Passage]:
-    return [Passage(h.text, label(h)) for h in hits]
 
 
 def sources(hits: list[SearchHit]) -> list[Source]:

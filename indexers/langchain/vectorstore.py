@@ -43,7 +43,12 @@ class TailorVectorStore(VectorStore):
         else:
             embedder = LangChainEmbedder(self._embedding, tokenizer)
         self.collection = Collection(Path(path), embedder, settings)
-        chunker = Chunker(tokenizer or embedder.tokenizer, chunk_tokens, chunk_overlap)
+        chunker = Chunker(
+            tokenizer or embedder.tokenizer,
+            chunk_tokens,
+            chunk_overlap,
+            owner=None if tokenizer else embedder.tokens,
+        )
         self._ingestor = Ingestor(self.collection, chunker, dedupe=False)
 
     @property

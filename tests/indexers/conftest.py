@@ -8,7 +8,7 @@ from indexers.embedding import SentenceTransformerEmbedder
 
 @pytest.fixture(scope="session")
 def embedder() -> SentenceTransformerEmbedder:
-    from app.models.prepare import embedder_dir
+    from app.checkpoints.prepare import embedder_dir
 
     return SentenceTransformerEmbedder(str(embedder_dir()), device="cpu")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from app.models.prepare import embedder_dir
+from app.checkpoints.prepare import embedder_dir
 from indexers.chunking import Chunker
 from indexers.embedding import SentenceTransformerEmbedder
 from indexers.ingest import Ingestor, Source

@@ -207,7 +207,7 @@ def test_cross_encoder_reranker_runs_a_sentence_transformers_cross_encoder(tmp_p
     the search order is exactly the order of the model's own scores."""
     from sentence_transformers import CrossEncoder
 
-    from app.models.prepare import embedder_dir
+    from app.checkpoints.prepare import embedder_dir
 
     folder = tmp_path / "cross-encoder"
     CrossEncoder(str(embedder_dir()), num_labels=1, local_files_only=True).save(str(folder))
@@ -261,7 +261,7 @@ def test_tuning_picks_bm25_weight_for_code_lookups_and_wins_on_held_out_queries(
 
 def test_embedder_prefixes_for_models_trained_with_them(embedder):
     """e5-style models read "query: " / "passage: "; the prefixes are settings, applied per side."""
-    from app.models.prepare import embedder_dir
+    from app.checkpoints.prepare import embedder_dir
     from indexers.embedding import SentenceTransformerEmbedder
 
     prefixed = SentenceTransformerEmbedder(

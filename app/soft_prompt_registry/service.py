@@ -2,9 +2,10 @@
 
 The folder (``soft_prompts.store``) is the record: config, tensor, the backbone's fingerprint and
 provenance (source, domain, job) — no separate index to drift from it. At start-up every folder
-is read and checked against the served backbone; one that fails (another model, a corrupt file) is
-set aside with a warning instead of stopping the service. Tensors stay in memory (kilobytes to a
-few megabytes each); a request holds its own reference, so deleting a prompt never cuts one off.
+is read and checked against the served backbone (again after every engine restart); one that
+fails (another model, a corrupt file) is set aside with a warning instead of stopping the service.
+Tensors stay in memory (kilobytes to a few megabytes each). Names are the catalog's: a create
+reserves the name there first, a delete goes through it (refused while a domain names the prompt).
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.adapters.registry import NAME  # adapters and soft prompts share one namespace of model names
 from app.engine import SoftPromptRef
-from app.protocol.errors import ServiceError
+from app.errors import ServiceError
 from soft_prompts import Fingerprint, SoftPrompt, SoftPromptError, fingerprint_of, import_peft, load, save
+
+if TYPE_CHECKING:
+    from app.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +77,11 @@ def check_name(name: str) -> str:
 
 
 class SoftPromptService:
-    def __init__(self, root: Path, name_taken: Callable[[str], str | None], max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._name_taken = name_taken
+        #: Set once the catalog exists (it reads this service): the owner of every name.
+        self.catalog: Catalog | None = None
         self.max_bytes = max_bytes
         self._entries: dict[str, SoftPromptEntry] = {}
         self._lock = threading.Lock()
@@ -98,8 +103,11 @@ class SoftPromptService:
         size = sum(f.stat().st_size for f in (self.root / name).iterdir() if f.is_file())
         return SoftPromptEntry(name, prompt, ref, size)
 
-    def restore(self, model_path: str) -> None:
-        """Read every saved prompt and check it against the served backbone (blocking: call in a thread)."""
+    def restore(self, model_path: str, *, first: bool = True) -> None:
+        """Read every saved prompt and check it against the served backbone (blocking: call in a thread).
+
+        Called at every engine (re)start; ``first`` also clears what a stopped server left half-done.
+        """
         self.served = fingerprint_of(model_path)
         entries: dict[str, SoftPromptEntry] = {}
         for folder in sorted(self.root.iterdir()):
@@ -116,6 +124,8 @@ class SoftPromptService:
                 log.warning(self.warnings[folder.name])
         with self._lock:
             self._entries = entries
+        if not first:
+            return
         for pattern in (".*.tmp-*", ".*.old-*", ".deleted-*"):
             for folder in self.root.glob(pattern):
                 shutil.rmtree(folder, ignore_errors=True)  # a save or delete interrupted by a crash
@@ -126,20 +136,10 @@ class SoftPromptService:
             raise SoftPromptProblem(503, "The model is not ready; retry shortly.", code="engine_unavailable")
         return self.served
 
-    def _check_free(self, name: str) -> None:
+    def _creating(self, name: str):
         check_name(name)
-        if name in self._entries:
-            raise SoftPromptProblem(
-                409,
-                f"A soft prompt named '{name}' exists; delete it first.",
-                code="soft_prompt_exists",
-                param="name",
-            )
-        taken = self._name_taken(name)
-        if taken:
-            raise SoftPromptProblem(
-                409, f"'{name}' is already the name of {taken}.", code="name_taken", param="name"
-            )
+        assert self.catalog is not None
+        return self.catalog.creating(name, "soft_prompt")
 
     def _register(self, name: str, prompt: SoftPrompt) -> SoftPromptEntry:
         with self._lock:
@@ -154,14 +154,17 @@ class SoftPromptService:
         return entry
 
     def _save(self, name: str, prompt: SoftPrompt, meta: dict) -> SoftPromptEntry:
-        self._check_free(name)
+        """Write and register (blocking); the caller holds the name in the catalog."""
         prompt.meta = {**prompt.meta, **meta, "created_at": time.time()}
         save(prompt, self.root / name)
         return self._register(name, prompt)
 
     async def import_files(self, name: str, files: dict[str, bytes]) -> SoftPromptEntry:
         """A PEFT prompt-learning adapter: ``adapter_config.json`` + ``adapter_model.safetensors``."""
-        self._check_free(name)
+        with self._creating(name):
+            return await self._import(name, files)
+
+    async def _import(self, name: str, files: dict[str, bytes]) -> SoftPromptEntry:
         served = self._fingerprint()
         unexpected = sorted(set(files) - {"adapter_config.json", "adapter_model.safetensors", "README.md"})
         if unexpected or "adapter_config.json" not in files or "adapter_model.safetensors" not in files:
@@ -197,26 +200,33 @@ class SoftPromptService:
 
     def adopt(self, name: str, folder: Path, meta: dict) -> SoftPromptEntry:
         """A trained prompt written by the trainer: validated against the served backbone, then moved in."""
+        with self._creating(name):
+            return self._adopt(name, folder, meta)
+
+    def _adopt(self, name: str, folder: Path, meta: dict) -> SoftPromptEntry:
         try:
             prompt = load(folder, self._fingerprint())
         except SoftPromptError as exc:
             raise SoftPromptProblem(
                 500, f"the trained soft prompt is unusable: {exc}", code="training_failed"
             ) from exc
-        self._check_free(name)
-        prompt.meta = {**prompt.meta, **meta, "created_at": time.time()}
-        save(prompt, self.root / name)
-        return self._register(name, prompt)
+        return self._save(name, prompt, meta)
 
-    def delete(self, name: str) -> SoftPromptEntry:
-        with self._lock:
-            entry = self._entries.pop(name, None)
-        if entry is None:
-            raise SoftPromptProblem(
-                404, f"No soft prompt named '{name}'.", code="soft_prompt_not_found", param="name"
-            )
+    async def delete(self, name: str, *, force: bool = False) -> tuple[SoftPromptEntry, list[str]]:
+        """Delete through the catalog (refused while a domain names it); returns the entry and the
+        domains ``force`` detached it from."""
+        assert self.catalog is not None
+        entry = self._entries.get(name)
+        detached = await self.catalog.remove(
+            "soft_prompt", name, lambda: asyncio.to_thread(self._drop, name), force=force
+        )
+        assert entry is not None  # remove() answered 404 otherwise
+        return entry, detached
+
+    def _drop(self, name: str) -> None:
         gone = self.root / f".deleted-{name}-{uuid.uuid4().hex[:6]}"
         os.replace(self.root / name, gone)
+        with self._lock:
+            self._entries.pop(name, None)
         shutil.rmtree(gone, ignore_errors=True)
         log.info("soft prompt '%s' deleted", name)
-        return entry

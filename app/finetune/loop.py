@@ -1,4 +1,4 @@
-"""The training loop for PEFT models (soft prompts here; the service's LoRA trainer uses it too).
+"""The one training loop of the fine-tuning worker: LoRA adapters and soft prompts alike.
 
 Examples are token ids already laid out as serving lays them out: ``prompt_ids`` (context, no
 loss) then ``answer_ids`` (the loss). A language-modelling example is all answer. The loss is the
@@ -173,21 +173,3 @@ def train_loop(
         stopped_early=stopped,
         seconds=round(time.monotonic() - started, 2),
     )
-
-
-def build_model(base: Any, config: Any, model_path: str) -> Any:
-    """The PEFT model that trains ``config`` (a ``SoftPromptConfig``) on ``base``."""
-    from peft import get_peft_model
-
-    from soft_prompts.base import spec_for
-
-    return get_peft_model(base, spec_for(config.method).peft_config(config, model_path))
-
-
-def materialize(peft_model: Any) -> Any:
-    """What is served: the virtual vectors, or the prefixes, computed once by the trained encoder."""
-    import torch
-
-    peft_model.eval()
-    with torch.no_grad():
-        return peft_model.get_prompt_embedding_to_save("default").float().contiguous()

@@ -1,5 +1,8 @@
 """``DomainProfile``: everything a domain adds to the backbone, validated at the edge.
 
+A value type of the wire (``PUT /v1/domains/{name}``) that the domain store persists as it is,
+so it lives with the protocol, below every layer that uses it.
+
 Templates are checked with ``prompts.template`` (plain placeholders only), unknown fields are
 refused, and references to soft prompts and adapters are checked against their registries.
 """
