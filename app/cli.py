@@ -69,6 +69,7 @@ def serve(
     import uvicorn
 
     from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
+    from app.datadir import DataDirBusy, DataDirLock
     from app.main import create_app
 
     engine = {"context_length": context_length} if context_length is not None else None
@@ -80,6 +81,13 @@ def serve(
     if problem:
         typer.secho(problem, fg="red", err=True)
         raise typer.Exit(2)
+    if warning := settings.open_bind_warning():
+        typer.secho(f"tailor: warning: {warning}", fg="yellow", err=True)
+    try:  # before anything is written to the data dir (model conversion included)
+        data_dir_lock = DataDirLock(settings.data_dir).acquire()
+    except DataDirBusy as exc:
+        typer.secho(f"tailor: cannot start: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
     try:
         if not settings.model:
             prepare_backbone(settings.data_dir)
@@ -106,7 +114,7 @@ def serve(
         server.should_exit = True
 
     config = uvicorn.Config(
-        create_app(settings, on_fatal=stop),
+        create_app(settings, on_fatal=stop, data_dir_lock=data_dir_lock),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

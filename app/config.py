@@ -386,6 +386,20 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest soft-prompt file accepted by the import route (413 beyond).",
     )
+    allow_open: bool = Field(
+        False,
+        description="Allow binding a non-loopback address with no API keys (a warning is printed).",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated extra Host names the server answers to (besides localhost, "
+        "127.0.0.1, [::1] and the bind address); '*' turns the Host check off.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated web origins (https://app.example) allowed to send state-changing "
+        "requests from a browser without a key; they also get CORS headers. '*' allows any origin.",
+    )
     drain_timeout_s: float = Field(
         30.0,
         ge=0.0,
@@ -408,6 +422,7 @@ class Settings(BaseSettings):
     )
 
     _split_api = field_validator("api_keys", "admin_keys", mode="before")(_split_keys)
+    _split_web = field_validator("allowed_hosts", "allowed_origins", mode="before")(_split_keys)
 
     @model_validator(mode="after")
     def _keys_are_distinct(self) -> Settings:
@@ -428,20 +443,31 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return bool(self.api_keys or self.admin_keys)
 
-    def bind_problem(self) -> str | None:
-        """Why binding ``host`` is unsafe, or None. Without keys only loopback is allowed."""
-        if self.auth_enabled:
-            return None
+    @property
+    def binds_loopback(self) -> bool:
         host = self.host.strip("[]")
         if host == "localhost":
-            return None
+            return True
         try:
-            if ipaddress.ip_address(host).is_loopback:
-                return None
+            return ipaddress.ip_address(host).is_loopback
         except ValueError:
-            pass
+            return False
+
+    def bind_problem(self) -> str | None:
+        """Why binding ``host`` is unsafe, or None. Without keys only loopback is allowed, unless
+        ``allow_open`` says the operator accepts it (then ``open_bind_warning`` is printed)."""
+        if self.auth_enabled or self.binds_loopback or self.allow_open:
+            return None
         return (
             f"refusing to bind {self.host}: no API keys are configured, so anyone who can reach "
             "that address could use the model and admin routes. Set TAILOR_API_KEYS and/or "
-            "TAILOR_ADMIN_KEYS, or bind 127.0.0.1."
+            "TAILOR_ADMIN_KEYS, bind 127.0.0.1, or set TAILOR_ALLOW_OPEN=1 to accept the risk."
+        )
+
+    def open_bind_warning(self) -> str | None:
+        if self.auth_enabled or self.binds_loopback:
+            return None
+        return (
+            f"serving {self.host} with no API keys (TAILOR_ALLOW_OPEN=1): anyone who can reach it can "
+            "ingest documents, load adapters and start training jobs"
         )

@@ -130,6 +130,13 @@ class EngineSupervisor:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, s.retry_backoff_max_s)
                 continue
+            problem = self._lora_problem(engine)
+            if problem:
+                with contextlib.suppress(Exception):
+                    await engine.stop()
+                self.engine = None
+                fail(self.state, problem, self.on_fatal)
+                return
             # registered before the engine is exposed: no request meets a half-restored engine
             self.state.engine = None
             await self._restore(engine, first=not served)
@@ -146,6 +153,15 @@ class EngineSupervisor:
             log.error("the engine stopped unexpectedly; restarting it (restart %d)", self.restarts)
             with contextlib.suppress(Exception):
                 await engine.stop()
+
+    def _lora_problem(self, engine: Engine) -> str | None:
+        """Adapters are registered but the engine serves no LoRA (its guard could not be installed):
+        starting would silently drop them, so the start fails with the reason instead."""
+        reason = getattr(engine, "lora_off_reason", None)
+        adapters = self.state.adapters
+        if reason and adapters is not None and adapters.registry.names():
+            return f"{reason}; {len(adapters.registry.names())} adapter(s) are registered"
+        return None
 
     async def _restore(self, engine: Engine, *, first: bool) -> None:
         """Adapters and soft prompts registered with ``engine`` before requests can reach it."""

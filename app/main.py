@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.adapters.registry import AdapterRegistry
@@ -31,12 +32,14 @@ from app.api import (
     models,
     soft_prompts,
 )
+from app.api.browser import BrowserGuard
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.catalog import Catalog, served_name
 from app.checkpoints.prepare import resolve_backbone, resolve_embedder
 from app.config import Settings
 from app.console import routes as console_routes
+from app.datadir import DataDirLock
 from app.domains.store import ProfileStore
 from app.engine import Engine, build_engine
 from app.finetune.files import FileStore
@@ -94,6 +97,7 @@ def create_app(
     *,
     make_engine: Callable[[], Engine] | None = None,
     on_fatal: FatalHook | None = None,
+    data_dir_lock: DataDirLock | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -101,6 +105,10 @@ def create_app(
     starts its own, built by ``make_engine`` (default: the configured backbone), supervised; a
     start that cannot succeed calls ``on_fatal(reason)`` (``tailor serve`` exits with it) and
     leaves /health at 503 ``failed``.
+
+    The app holds its data dir (``app.datadir``): ``tailor serve`` takes the lock before preparing
+    the model and hands it in; otherwise the lifespan takes it before anything is opened, and a
+    data dir another process holds fails the start-up with ``DataDirBusy``.
     """
     state = AppState(settings=settings, supervised=engine is None)
 
@@ -109,6 +117,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned_lock = None
+        if data_dir_lock is None or not data_dir_lock.held:
+            owned_lock = DataDirLock(settings.data_dir).acquire()
+        try:
+            async with _serving(app):
+                yield
+        finally:
+            if owned_lock is not None:
+                owned_lock.release()
+
+    @contextlib.asynccontextmanager
+    async def _serving(app: FastAPI) -> AsyncIterator[None]:
         state.knowledge = KnowledgeBase(
             settings.data_dir / "collections", resolve_embedder(settings.embedder), settings.knowledge
         )
@@ -193,5 +213,14 @@ def create_app(
     app.include_router(console_routes.router)
 
     app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(settings, path))
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location"],
+        )
+    app.add_middleware(BrowserGuard, settings=settings)  # outside CORS: a refused write never runs
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app

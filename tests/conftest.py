@@ -52,12 +52,22 @@ def engine(loop: LoopThread, base_settings: Settings, model_path: str) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def make_server(loop: LoopThread, engine: Engine) -> Iterator[Callable[[Settings], Server]]:
-    """Serve an app built from the given settings on the session's engine."""
+def make_server(
+    loop: LoopThread, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[Settings], Server]]:
+    """Serve an app built from the given settings on the session's engine.
+
+    One server per data dir, as in production (the app locks it): settings whose data dir a
+    running server holds get a fresh one. A restart test stops its first server before it starts
+    the second on the same dir.
+    """
     servers: list[Server] = []
 
     def make(settings: Settings) -> Server:
+        if any(s.data_dir == settings.data_dir and not s.stopped for s in servers):
+            settings = settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("app")})
         server = serve(loop, create_app(settings, engine=engine))
+        server.data_dir = settings.data_dir
         servers.append(server)
         return server
 

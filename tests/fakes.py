@@ -62,6 +62,9 @@ class ScriptedEngine(Engine):
     def describe_window(self) -> dict[str, Any]:
         return self.real.describe_window()
 
+    async def guard_status(self) -> dict[str, Any]:
+        return await self.real.guard_status()
+
     def transformers_overrides(self) -> dict[str, Any]:
         return self.real.transformers_overrides()
 

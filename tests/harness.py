@@ -37,10 +37,16 @@ class Server:
     url: str
     server: uvicorn.Server
     future: Any
+    data_dir: Any = None
+    stopped: bool = False
 
     def stop(self) -> None:
+        """Shut the app down (lifespan included: its data dir is released) and wait for it."""
+        if self.stopped:
+            return
         self.server.should_exit = True
         self.future.result(30)
+        self.stopped = True
 
 
 def serve(loop: LoopThread, app: FastAPI) -> Server:

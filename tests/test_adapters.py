@@ -255,6 +255,7 @@ def test_size_limit(make_server, base_settings: Settings, adapter_folders) -> No
     ]
     resp = httpx.post(f"{small.url}/v1/adapters", data={"name": "too-big"}, files=files, timeout=60)
     assert resp.status_code == 413, resp.text
+    shutil.copytree(adapter_folders["red"], small.data_dir / "adapters" / "src-red")
     resp = httpx.post(f"{small.url}/v1/adapters", json={"name": "too-big", "path": "src-red"}, timeout=60)
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "adapter_too_large"
 
@@ -311,13 +312,17 @@ def test_adapters_persist_across_a_restart_and_bad_ones_are_set_aside(
     root.mkdir(parents=True)
     for name in ("red", "fragile"):
         shutil.copytree(adapter_folders["red"], root / name)
-    first = httpx.Client(base_url=make_server(settings).url, timeout=120)
+    server = make_server(settings)
+    first = httpx.Client(base_url=server.url, timeout=120)
     for name in ("red", "fragile"):
         assert first.post("/v1/adapters", json={"name": name, "path": name}).status_code == 201
+    server.stop()  # a restart: the first app is gone (and its hold on the data dir) first
     # a registered folder that stopped validating is set aside at the next start, with a warning
     (root / "fragile" / "adapter_model.safetensors").write_bytes(b"broken")
     (root / ".incoming-leftover").mkdir()  # what a killed upload or training leaves
-    again = httpx.Client(base_url=make_server(settings).url, timeout=120)
+    restarted = make_server(settings)
+    assert restarted.data_dir == settings.data_dir
+    again = httpx.Client(base_url=restarted.url, timeout=120)
     body = again.get("/v1/adapters").json()
     assert [a["id"] for a in body["data"]] == ["red"]
     assert any("fragile" in w for w in body["warnings"]), body

@@ -6,8 +6,10 @@ and restarts fail, fatal start-up failures. Faults are injected around the real 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -19,16 +21,18 @@ from app.engine.base import EngineStartError
 from app.main import create_app
 from tests.fakes import Script, ScriptedEngine
 from tests.harness import Server, serve
+from tests.lora import make_adapter
 
 QUESTION = [{"role": "user", "content": "Tell me about Paris."}]
 
 
 @pytest.fixture(scope="module")
-def faulty(loop, engine: Engine, base_settings: Settings) -> Iterator[tuple[Server, Script]]:
+def faulty(loop, engine: Engine, base_settings: Settings, tmp_path_factory) -> Iterator[tuple[Server, Script]]:
     script = Script()
     scripted = ScriptedEngine(engine, script)
     scripted.alive = True
-    server = serve(loop, create_app(base_settings, engine=scripted))
+    settings = base_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("faulty")})
+    server = serve(loop, create_app(settings, engine=scripted))
     yield server, script
     server.stop()
 
@@ -133,6 +137,7 @@ def _poll(url: str, until, timeout: float = 120) -> tuple[dict, list[dict]]:
 
 
 def _supervised(loop, engine: Engine, settings: Settings, script: Script, fatal: list[str]):
+    settings = settings.model_copy(update={"data_dir": Path(tempfile.mkdtemp(prefix="supervised-"))})
     made: list[ScriptedEngine] = []
 
     def make() -> ScriptedEngine:
@@ -140,11 +145,13 @@ def _supervised(loop, engine: Engine, settings: Settings, script: Script, fatal:
         return made[-1]
 
     app = create_app(settings, make_engine=make, on_fatal=fatal.append)
-    return serve(loop, app), made
+    server = serve(loop, app)
+    server.data_dir = settings.data_dir
+    return server, made
 
 
 def test_transient_start_failures_are_retried_and_restarts_retry_until_they_work(
-    loop, engine: Engine, base_settings: Settings, model_name: str
+    loop, engine: Engine, base_settings: Settings, model_name: str, model_path: str
 ) -> None:
     settings = base_settings.model_copy(
         update={
@@ -166,6 +173,9 @@ def test_transient_start_failures_are_retried_and_restarts_retry_until_they_work
             and "attempt 1 failed: RuntimeError: Engine core initialization failed" in (retried[0]["reason"])
         )
         assert script.starts == 2 and not fatal
+        make_adapter(model_path, server.data_dir / "adapters" / "kept", seed=5)
+        loaded = httpx.post(f"{server.url}/v1/adapters", json={"name": "kept", "path": "kept"}, timeout=120)
+        assert loaded.status_code == 201, loaded.text
 
         # the serving engine dies; its restarts fail more often than start_attempts allows at
         # start-up, yet a serving service keeps trying, with backoff, and recovers
@@ -182,6 +192,8 @@ def test_transient_start_failures_are_retried_and_restarts_retry_until_they_work
             timeout=120,
         )
         assert resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] > 0
+        # the restarted engine had the adapter registered explicitly before it served
+        assert made[-1].added == ["kept"]
     finally:
         server.stop()
 

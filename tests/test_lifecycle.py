@@ -14,7 +14,8 @@ from tests.harness import serve
 def test_health_503_while_starting_then_reports_failure(loop, base_settings: Settings, tmp_path) -> None:
     missing = tmp_path / "no-such-model"
     missing.mkdir()
-    server = serve(loop, create_app(base_settings.model_copy(update={"model": str(missing)})))
+    settings = base_settings.model_copy(update={"model": str(missing), "data_dir": tmp_path / "data"})
+    server = serve(loop, create_app(settings))
     try:
         first = httpx.get(f"{server.url}/health")
         assert first.status_code == 503
@@ -41,7 +42,9 @@ def test_health_ok_when_ready(http: httpx.Client, model_name: str, engine) -> No
     assert body["window"]["kv_cache"]["bytes_per_token"] == 46080
 
 
-def test_engine_is_restarted_after_its_core_is_killed(loop, base_settings: Settings, model_path: str) -> None:
+def test_engine_is_restarted_after_its_core_is_killed(
+    loop, base_settings: Settings, model_path: str, tmp_path
+) -> None:
     """A real fault: kill -9 the engine core process of an app-owned engine; the app recovers."""
     import os
     import signal
@@ -50,7 +53,8 @@ def test_engine_is_restarted_after_its_core_is_killed(loop, base_settings: Setti
 
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
-    server = serve(loop, create_app(base_settings.model_copy(update={"model": model_path})))
+    settings = base_settings.model_copy(update={"model": model_path, "data_dir": tmp_path / "data"})
+    server = serve(loop, create_app(settings))
     try:
 
         def wait_health(status: int, timeout: float = 240) -> dict:

@@ -318,13 +318,21 @@ def test_delete_and_restart_keep_the_registry_consistent(
     assert http.delete("/v1/models/sp-gone").json()["deleted"] is True
     assert http.get("/v1/soft-prompts/sp-gone").status_code == 404
     assert not (base_settings.soft_prompts_path / "sp-gone").exists()
-    # a second app over the same data dir: what was saved is served; a corrupted folder is set aside
-    broken = base_settings.soft_prompts_path / "sp-broken"
+    # a restart: the first app stops (its data dir with it), the next one over the same dir serves
+    # what was saved and sets a corrupted folder aside
+    settings = base_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    first = make_server(settings)
+    data, files = upload("sp-kept", save_peft(peft_models["sp-b"], tmp_path / "kept"))
+    with httpx.Client(base_url=first.url, timeout=60) as c:
+        assert c.post("/v1/soft-prompts/import", data=data, files=files).status_code == 201
+    first.stop()
+    broken = settings.soft_prompts_path / "sp-broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    other = make_server(base_settings)
-    with httpx.Client(base_url=other.url, timeout=60) as c:
+    again = make_server(settings)
+    assert again.data_dir == settings.data_dir
+    with httpx.Client(base_url=again.url, timeout=60) as c:
         listing = c.get("/v1/soft-prompts").json()
-    assert set(imported) <= {p["id"] for p in listing["data"]}
+    assert {p["id"] for p in listing["data"]} == {"sp-kept"}
     assert any("sp-broken" in w for w in listing["warnings"])
     assert not broken.exists()

@@ -16,16 +16,23 @@ async def health(state: StateDep) -> JSONResponse:
     """200 ``ready`` once the engine serves; 503 ``starting``, ``restarting`` or ``failed`` with a reason.
 
     Ready answers carry the window: ``max_model_len``, the RoPE scaling that gives it, the
-    backbone's native window and the KV cache it needs (``window``).
+    backbone's native window and the KV cache it needs (``window``); and ``lora_guard``: whether
+    the engine processes run with the LoRA guard (``active``), as they report it themselves.
     """
     status = state.status()
-    if status == "ready":
-        window = state.engine.describe_window() if state.engine is not None else {}
+    engine = state.engine
+    if status == "ready" and engine is not None:
+        window = engine.describe_window()
+        try:
+            guard = await engine.guard_status()
+        except Exception as exc:  # noqa: BLE001 - health must answer; the failure is the report
+            guard = {"active": False, "lora": bool(engine.max_lora_rank), "reason": f"no report: {exc}"}
         body = {
             "status": status,
             "model": state.catalog.base_name if state.catalog else None,
             "max_model_len": window.get("max_model_len"),
             "window": window,
+            "lora_guard": guard,
         }
         return JSONResponse(body)
     return JSONResponse({"status": status, "reason": state.reason()}, status_code=503)

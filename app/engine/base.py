@@ -212,6 +212,10 @@ class Engine(abc.ABC):
     #: Largest LoRA rank the engine accepts; 0 when LoRA is off.
     max_lora_rank: int = 0
 
+    async def guard_status(self) -> dict[str, Any]:
+        """Whether the LoRA guard (``app.engine.lora_guard``) is active where the kernels run."""
+        return {"active": False, "lora": bool(self.max_lora_rank), "reason": "not a vLLM engine"}
+
     def describe_window(self) -> dict[str, Any]:
         """The window, its RoPE scaling and KV-cache needs, for /health."""
         return {"max_model_len": self.max_model_len}

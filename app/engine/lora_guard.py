@@ -14,14 +14,42 @@ each of its processes; the kernel replacements change nothing on GPU builds, who
 themselves. On every build the LoRA wrapper of the embedding layer is bypassed: adapters here
 never carry embedding weights, and with prompt embeddings (soft prompts) in a LoRA batch vLLM's
 wrapper crashes the engine core (``_embedding_without_lora``).
+
+It fails closed. The vLLM version is checked first (``SUPPORTED``); every function and class it
+replaces is looked up before any is touched, so it patches all or nothing; what happened is kept
+in ``status()``. An engine whose guard is not active serves no LoRA (``VLLMEngine`` turns it off
+and says why in the log and ``/health``), and ``GuardReport`` lets ``/health`` ask the engine
+processes themselves whether their guard is active — the processes that run the kernels.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
+log = logging.getLogger(__name__)
+
+#: vLLM releases whose LoRA internals this guard was written and tested against.
+SUPPORTED = ("0.32.",)
+
 _INSTALLED = False
+_STATUS: dict[str, Any] = {"active": False, "reason": "not installed in this process"}
+
+
+def status() -> dict[str, Any]:
+    """``{"active": bool, "vllm": version, "reason": why not}`` for this process."""
+    return dict(_STATUS)
+
+
+class GuardReport:
+    """A vLLM worker extension (``worker_extension_cls``): answers ``collective_rpc`` from the
+    engine process with that process's guard status."""
+
+    def tailor_guard_status(self) -> dict[str, Any]:
+        import os
+
+        return {**status(), "pid": os.getpid()}
 
 
 #: Plans of the index tensors of the current step, made once in ``update_metadata`` (the kernels
@@ -184,21 +212,52 @@ def _embedding_without_lora(self, x):
     return self.base_layer.forward(x)
 
 
+def _fail(reason: str) -> None:
+    _STATUS.clear()
+    _STATUS.update(active=False, reason=reason)
+    log.error("LoRA guard not installed: %s; LoRA is turned off", reason)
+
+
 def install() -> None:
-    """Patch the CPU LoRA path once per process; a no-op where vLLM or its CPU path is absent."""
+    """Patch the CPU LoRA path once per process, all or nothing; ``status()`` says which."""
     global _INSTALLED
     if _INSTALLED:
         return
     try:
+        from vllm import __version__ as version
+    except ImportError:
+        _STATUS.update(active=False, reason="vLLM is not installed")
+        return
+    if not version.startswith(SUPPORTED):
+        _fail(f"vLLM {version} is not a release the guard knows ({', '.join(v + 'x' for v in SUPPORTED)})")
+        return
+    try:  # every target first: nothing is patched unless everything is there
+        from vllm.lora.layers.vocab_parallel_embedding import VocabParallelEmbeddingWithLoRA
         from vllm.lora.ops.torch_ops import lora_ops
         from vllm.lora.punica_wrapper import punica_cpu
-    except ImportError:
+
+        cls = punica_cpu.PunicaWrapperCPU
+        for module in (lora_ops, punica_cpu):
+            for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice"):
+                getattr(module, name)
+        for name in (
+            "update_metadata",
+            "_shrink_prefill",
+            "_expand_prefill",
+            "_expand_slice_prefill",
+            "add_lora_linear",
+            "add_lora_logits",
+            "token_lora_indices",
+        ):
+            getattr(cls, name)
+        VocabParallelEmbeddingWithLoRA.forward  # noqa: B018 - looked up, replaced below
+    except (ImportError, AttributeError) as exc:
+        _fail(f"vLLM {version}'s LoRA path is not the one the guard knows ({exc})")
         return
     for module in (lora_ops, punica_cpu):  # sgmv_* call the bgmv_* of their own module
         module.bgmv_shrink = shrink
         module.bgmv_expand = expand
         module.bgmv_expand_slice = expand_slice
-    cls = punica_cpu.PunicaWrapperCPU
     cls.update_metadata = _note_batch(cls.update_metadata)
     # vLLM's sgmv ("prefill") path re-expands the per-token indices on every call; the per-token
     # indices themselves are the same rows, already planned for this step
@@ -208,8 +267,8 @@ def install() -> None:
         x, w, y, self.token_lora_indices, offset, size, add
     )
     cls.add_lora_linear = _skip_without_adapters(cls.add_lora_linear, "_tailor_no_tokens")
-    from vllm.lora.layers.vocab_parallel_embedding import VocabParallelEmbeddingWithLoRA
-
     VocabParallelEmbeddingWithLoRA.forward = _embedding_without_lora
     cls.add_lora_logits = _skip_without_adapters(cls.add_lora_logits, "_tailor_no_samples")
     _INSTALLED = True
+    _STATUS.clear()
+    _STATUS.update(active=True, vllm=version)

@@ -111,6 +111,9 @@ class VLLMEngine(Engine):
         self._embeddings: Any = None  # the input embedding matrix, loaded for the first soft prompt
         self._prefix: Any = None  # the prefix-tuning path, loaded for the first prefix prompt
         self.max_lora_rank = settings.max_lora_rank if settings.max_loras > 0 else 0
+        #: Why LoRA is off although configured (the guard could not be installed), for /health.
+        self.lora_off_reason: str | None = None
+        self._guard: dict[str, Any] | None = None
         self.plan: WindowPlan | None = None
         self.kv: KVBudget | None = None
 
@@ -132,8 +135,9 @@ class VLLMEngine(Engine):
             "disable_log_stats": True,
             "enable_log_requests": False,
         }
-        if s.max_loras > 0:
+        if self.max_lora_rank:
             kwargs |= {
+                "worker_extension_cls": "app.engine.lora_guard.GuardReport",
                 "enable_lora": True,
                 "max_loras": s.max_loras,
                 "max_cpu_loras": max(s.max_cpu_loras, s.max_loras),
@@ -195,9 +199,14 @@ class VLLMEngine(Engine):
         log.info("engine ready: %s, window %d tokens", self.model, self.max_model_len)
 
     def _load(self) -> None:
-        from app.engine.lora_guard import install
+        from app.engine.lora_guard import install, status
 
         install()  # this process too (vLLM loads it in its engine processes as a plugin)
+        guard = status()
+        if self.max_lora_rank and not guard["active"]:
+            # fail closed: without the guard a plain request could get another request's adapter
+            self.max_lora_rank, self.lora_off_reason = 0, f"LoRA is off: {guard['reason']}"
+            log.error("%s", self.lora_off_reason)
         from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -248,6 +257,19 @@ class VLLMEngine(Engine):
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
+
+    async def guard_status(self) -> dict[str, Any]:
+        """The LoRA guard as the engine processes report it (asked once, then remembered)."""
+        if not self.max_lora_rank:
+            return {"active": False, "lora": False, "reason": self.lora_off_reason or "LoRA is off"}
+        if self._guard is None:
+            reports = await self._llm.collective_rpc("tailor_guard_status", timeout=30)
+            active = bool(reports) and all(r.get("active") for r in reports)
+            reasons = sorted({r.get("reason") for r in reports if not r.get("active") and r.get("reason")})
+            self._guard = {"active": active, "lora": True, "processes": reports}
+            if reasons:
+                self._guard["reason"] = "; ".join(reasons)
+        return self._guard
 
     def stats(self) -> EngineStats:
         prefix = self._prefix.running if self._prefix is not None else 0
