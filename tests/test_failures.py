@@ -27,7 +27,9 @@ QUESTION = [{"role": "user", "content": "Tell me about Paris."}]
 
 
 @pytest.fixture(scope="module")
-def faulty(loop, engine: Engine, base_settings: Settings, tmp_path_factory) -> Iterator[tuple[Server, Script]]:
+def faulty(
+    loop, engine: Engine, base_settings: Settings, tmp_path_factory
+) -> Iterator[tuple[Server, Script]]:
     script = Script()
     scripted = ScriptedEngine(engine, script)
     scripted.alive = True

@@ -67,6 +67,17 @@ def _cold_start(tmp_path: Path, model_path: str, name: str) -> None:
     try:
         server.wait_ready()
         assert "Paris" in _ask(server.url)
+        # a second server on the same data dir is refused at once and leaves the first one alone
+        second = server_process(tmp_path / "data", model_path, tmp_path / f"{name}-second.log")
+        t0 = time.monotonic()
+        assert second.proc.wait(60) == 1, second.tail()
+        refused_after = time.monotonic() - t0
+        data_dir = (tmp_path / "data").resolve()
+        assert (
+            f"tailor: cannot start: data dir {data_dir} is in use by pid {server.proc.pid}" in second.tail()
+        )
+        assert "model libraries imported" not in second.tail() and refused_after < 30
+        assert "Paris" in _ask(server.url)
     finally:
         code = server.terminate()
         outlived = server.leftovers()  # also kills them, so a failure here leaks nothing

@@ -113,22 +113,39 @@ def _modules(path: Path) -> set[str]:
     return names
 
 
+#: Web frameworks: only the routes (app/api, app/console, app/main) speak HTTP.
+HTTP = ("fastapi", "starlette")
+
+
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        ("app/domains", ("app.serving", "app.api")),
-        ("app/knowledge", ("app.api", "app.serving")),
-        ("app/engine", ("app.api", "app.serving", "app.domains", "app.adapters", "app.soft_prompt_registry")),
-        ("app/adapters", ("app.api", "app.serving")),
-        ("app/soft_prompt_registry", ("app.api", "app.serving", "app.finetune")),
-        ("app/jobs", ("app.api", "app.serving")),
+        ("app/domains", ("app.serving", "app.api", "app.catalog", *HTTP)),
+        ("app/knowledge", ("app.api", "app.serving", "app.catalog", *HTTP)),
+        (
+            "app/engine",
+            (
+                "app.api",
+                "app.serving",
+                "app.domains",
+                "app.adapters",
+                "app.soft_prompt_registry",
+                "app.catalog",
+            ),
+        ),
+        ("app/adapters", ("app.api", "app.serving", *HTTP)),
+        ("app/soft_prompt_registry", ("app.api", "app.serving", "app.finetune", *HTTP)),
+        ("app/catalog", ("app.api", "app.serving", "app.finetune", *HTTP)),
+        ("app/jobs", ("app.api", "app.serving", *HTTP)),
         ("app/serving", ("app.api",)),
-        ("app/finetune", ("app.api",)),
-        ("app/protocol", ("app.api", "app.serving")),
+        ("app/finetune", ("app.api", "app.serving", *HTTP)),
+        ("app/protocol", ("app.api", "app.serving", "app.domains", "app.catalog", "app.knowledge")),
+        ("app/checkpoints", ("app.api", "app.serving", *HTTP)),
     ],
 )
 def test_lower_layers_never_import_upper_ones(package: str, forbidden: tuple[str, ...]) -> None:
-    """A request reads top-down (api → serving → domains/knowledge/adapters → engine); no layer reaches up."""
+    """A request reads top-down (api → serving → catalog → domains/knowledge/adapters → engine); no
+    layer reaches up, and below the routes none speaks HTTP (they raise ``app.errors.ServiceError``)."""
     files = sorted((ROOT / package).rglob("*.py"))
     assert files
     offenders = [
@@ -138,3 +155,12 @@ def test_lower_layers_never_import_upper_ones(package: str, forbidden: tuple[str
         if any(m == x or m.startswith(x + ".") for x in forbidden)
     ]
     assert not offenders, offenders
+
+
+def test_names_say_what_they_are() -> None:
+    """One package per meaning: no second ``softprompts`` beside ``soft_prompts``, one ``models``-free
+    service (the catalog owns model names; checkpoints are prepared in ``app.checkpoints``)."""
+    assert not (ROOT / "app" / "softprompts").exists() and not (ROOT / "app" / "models").exists()
+    assert not (ROOT / "app" / "serving" / "models.py").exists()
+    assert not (ROOT / "soft_prompts" / "train.py").exists()  # the shared loop is app/finetune/loop.py
+    assert (ROOT / "app" / "finetune" / "loop.py").is_file()

@@ -15,7 +15,8 @@ from app.knowledge.base import (
     UnknownDomain,
     check_domain_name,
 )
-from app.knowledge.ingestion import OUT_OF_SPACE, read_sources, start_ingest
+from app.api.document_upload import read_sources
+from app.knowledge.ingestion import OUT_OF_SPACE, start_ingest
 from app.protocol.documents import (
     DocumentList,
     DocumentPublic,
