@@ -14,7 +14,6 @@ import pytest
 from app.config import Settings
 from app.datadir import DataDirBusy, DataDirLock
 from app.main import create_app
-from tests.harness import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,9 +47,15 @@ def test_an_app_does_not_start_on_a_held_data_dir(
     loop, engine, base_settings: Settings, tmp_path: Path
 ) -> None:
     settings = base_settings.model_copy(update={"data_dir": tmp_path})
+    app = create_app(settings, engine=engine)
+
+    async def start_up() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
     with DataDirLock(tmp_path):
-        with pytest.raises(BaseException):  # noqa: B017 - uvicorn exits the lifespan failure
-            serve(loop, create_app(settings, engine=engine))
+        with pytest.raises(DataDirBusy):
+            loop.run(start_up(), timeout=60)
         assert not (tmp_path / "jobs.sqlite").exists()  # nothing was written
 
 

@@ -10,12 +10,12 @@ from fastapi.responses import JSONResponse
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import AdminDep, JobsDep, KnowledgeDep, NamesDep, SettingsDep
+from app.api.document_upload import read_sources
 from app.knowledge.base import (
     KnowledgeBase,
     UnknownDomain,
     check_domain_name,
 )
-from app.api.document_upload import read_sources
 from app.knowledge.ingestion import OUT_OF_SPACE, start_ingest
 from app.protocol.documents import (
     DocumentList,
