@@ -28,11 +28,21 @@ def _texts() -> list[str]:
     return [f"Case {i}: {MARK} what is {i} plus {i}? {MARK * (i % 3)}" for i in range(10)]
 
 
+PROMPTS: dict[tuple[str, int], str] = {}
+
+
 def _count(http: httpx.Client, model: str, text: str) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 1}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 1,
+        "return_prompt": True,
+    }
     resp = http.post("/v1/chat/completions", json=body)
     assert resp.status_code == 200, resp.text
-    return resp.json()["usage"]["prompt_tokens"]
+    n = resp.json()["usage"]["prompt_tokens"]
+    PROMPTS.setdefault((text, n), resp.json()["prompt"])  # shown when a count differs
+    return n
 
 
 def _training_file(tmp_path: Path, lines: int) -> Path:
@@ -83,7 +93,10 @@ def test_200_concurrent_chats_beside_validation_and_ingestion_keep_their_token_c
         while not stop.is_set():
             docs = [{"id": f"d{n}-{k}.txt", "text": f"Doc {n}.{k}: {MARK} " * 40} for k in range(4)]
             resp = http.post(
-                "/v1/domains/tok-race/documents", json={"documents": docs}, params={"wait": "true"}
+                # another domain: the chats' retrieval must find the same passages throughout
+                "/v1/domains/tok-ingest/documents",
+                json={"documents": docs},
+                params={"wait": "true"},
             )
             side.append(resp.status_code)
             n += 1
@@ -97,10 +110,13 @@ def test_200_concurrent_chats_beside_validation_and_ingestion_keep_their_token_c
         for w in workers:
             w.result()
     wrong = [(job, n, alone[job]) for job, n in counts if n != alone[job]]
-    assert not wrong, wrong[:5]
+    if wrong:
+        print("WRONG", len(wrong), [(w[0][0], w[1], w[2]) for w in wrong])
+    assert not wrong, wrong[:2]
     assert side and set(side) <= {400, 201}, side  # validation refuses the long line; no 500
     assert 400 in side and 201 in side
     http.delete("/v1/domains/tok-race")
+    http.delete("/v1/domains/tok-ingest")
 
 
 def test_owner_thread_runs_inline_on_itself_and_refuses_to_block_the_loop() -> None:
