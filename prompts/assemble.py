@@ -124,25 +124,31 @@ class _Memo(PromptTokenizer):
         return self._literal[text]
 
 
-def _passage_costs(tok: _Memo, passages: Sequence[Passage]) -> list[int]:
-    """Tokens each passage adds to the sources block (its own block, tokenized alone)."""
-    costs = []
-    for i, p in enumerate(passages, start=1):
-        block = format_sources([p]).removeprefix("<sources>\n").removesuffix("\n</sources>")
-        costs.append(len(tok.literal_ids("\n" + block.replace('id="1"', f'id="{i}"', 1))))
-    return costs
+def _passage_cost(tok: _Memo, passages: Sequence[Passage]):
+    """Tokens passage ``i`` adds to the sources block (its own block, tokenized alone, on demand:
+    passages past the window are never tokenized)."""
+
+    def cost(i: int) -> int:
+        block = format_sources([passages[i]]).removeprefix("<sources>\n").removesuffix("\n</sources>")
+        return len(tok.literal_ids("\n" + block.replace('id="1"', f'id="{i + 1}"', 1)))
+
+    return cost
 
 
-def _most_passages(n: int, costs: list[int], room: int, fits) -> int:
+#: How far a text's token count can fall below the sum of its pieces' counts (merges across the
+#: joins): a next passage whose estimate overflows the room by more than this cannot fit.
+_SLACK = 16
+
+
+def _most_passages(n: int, cost, room: int, fits) -> int:
     """The largest k with ``fits(k)``: the blocks' costs guess it, whole renders confirm it."""
     total, guess = 0, 0
-    for cost in costs:
-        if total + cost > room:
-            break
-        total, guess = total + cost, guess + 1
+    while guess < n and total + (c := cost(guess)) <= room:
+        total, guess = total + c, guess + 1
     if fits(guess):
-        while guess < n and fits(guess + 1):
-            guess += 1
+        # one more only if the estimate leaves it possible (it is exact up to merges at the joins)
+        while guess < n and total + (c := cost(guess)) <= room + _SLACK and fits(guess + 1):
+            total, guess = total + c, guess + 1
         return guess
     return _largest(0, guess - 1, fits)
 
@@ -164,7 +170,7 @@ def assemble_chat(tokenizer: Any, parts: PromptParts, window: int, reserve: int)
         room = window - reserve - len(render(0, 0).token_ids)
         # the data note and the <sources> frame come with the first passage
         frame = len(tok.literal_ids(DATA_NOTE + "\n\n<sources>\n</sources>"))
-        k = _most_passages(n_pass, _passage_costs(tok, parts.passages), room - frame, lambda k: fits(k, 0))
+        k = _most_passages(n_pass, _passage_cost(tok, parts.passages), room - frame, lambda k: fits(k, 0))
         first = 0
     else:
         if not fits(0, n_turns):
@@ -209,5 +215,5 @@ def assemble_text(tokenizer: Any, parts: PromptParts, window: int, reserve: int)
     if base + reserve > window:
         raise ContextOverflow(base, window, reserve)
     frame = len(tok.literal_ids("<sources>\n</sources>"))
-    k = _most_passages(n, _passage_costs(tok, parts.passages), window - reserve - base - frame, fits)
+    k = _most_passages(n, _passage_cost(tok, parts.passages), window - reserve - base - frame, fits)
     return Assembled(render(k), k, n - k, 0)
