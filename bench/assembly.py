@@ -86,8 +86,9 @@ def main() -> None:
             passages=passages(n_passages, words),
         )
         reserve = 512
-        t_old, old = timed(lambda: whole_renders(tok, parts, window, reserve), 3)
-        t_new, new = timed(lambda: assemble_chat(tok, parts, window, reserve), 3)
+        args = (tok, parts, window, reserve)
+        t_old, old = timed(lambda a=args: whole_renders(*a), 3)
+        t_new, new = timed(lambda a=args: assemble_chat(*a), 3)
         assert new.passages_used == old.passages_used and new.prompt.token_ids == old.prompt.token_ids
         rows.append(
             {
