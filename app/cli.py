@@ -69,7 +69,7 @@ def serve(
     import uvicorn
 
     from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
-    from app.datadir import DataDirBusy, DataDirLock
+    from app.datadir import DataDirBusy, StateLocks
     from app.main import create_app
 
     engine = {"context_length": context_length} if context_length is not None else None
@@ -84,7 +84,7 @@ def serve(
     if warning := settings.open_bind_warning():
         typer.secho(f"tailor: warning: {warning}", fg="yellow", err=True)
     try:  # before anything is written to the data dir (model conversion included)
-        data_dir_lock = DataDirLock(settings.data_dir).acquire()
+        data_dir_lock = StateLocks(settings.data_dir, settings.adapters_path).acquire()
     except DataDirBusy as exc:
         typer.secho(f"tailor: cannot start: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc

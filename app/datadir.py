@@ -15,9 +15,9 @@ from pathlib import Path
 
 
 class DataDirBusy(RuntimeError):
-    def __init__(self, path: Path, pid: int | None) -> None:
+    def __init__(self, path: Path, pid: int | None, what: str = "data dir") -> None:
         who = f"pid {pid}" if pid else "another process"
-        super().__init__(f"data dir {path} is in use by {who}")
+        super().__init__(f"{what} {path} is in use by {who}")
         self.path = path
         self.pid = pid
 
@@ -25,7 +25,8 @@ class DataDirBusy(RuntimeError):
 class DataDirLock:
     """Hold ``<data dir>/.lock`` until ``release`` (or the process ends)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, what: str = "data dir") -> None:
+        self.what = what
         self.data_dir = Path(data_dir).resolve()
         self.path = self.data_dir / ".lock"
         self._fd: int | None = None
@@ -43,7 +44,7 @@ class DataDirLock:
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)
-            raise DataDirBusy(self.data_dir, pid) from None
+            raise DataDirBusy(self.data_dir, pid, self.what) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -68,3 +69,33 @@ def _read_pid(fd: int) -> int | None:
         return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
     except (OSError, ValueError):
         return None
+
+
+class StateLocks:
+    """The data dir's lock, and the adapters dir's when it lies outside the data dir (its
+    ``registry.json`` is state too): all taken, or none."""
+
+    def __init__(self, data_dir: Path, adapters_dir: Path) -> None:
+        self.locks = [DataDirLock(data_dir)]
+        data, adapters = Path(data_dir).resolve(), Path(adapters_dir).resolve()
+        if adapters != data and data not in adapters.parents:
+            self.locks.append(DataDirLock(adapters, "adapters dir"))
+
+    @property
+    def held(self) -> bool:
+        return all(lock.held for lock in self.locks)
+
+    def acquire(self) -> StateLocks:
+        taken: list[DataDirLock] = []
+        try:
+            for lock in self.locks:
+                taken.append(lock.acquire())
+        except BaseException:
+            for lock in taken:
+                lock.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        for lock in reversed(self.locks):
+            lock.release()

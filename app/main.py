@@ -39,7 +39,7 @@ from app.catalog import Catalog, served_name
 from app.checkpoints.prepare import resolve_backbone, resolve_embedder
 from app.config import Settings
 from app.console import routes as console_routes
-from app.datadir import DataDirLock
+from app.datadir import StateLocks
 from app.domains.store import ProfileStore
 from app.engine import Engine, build_engine
 from app.finetune.files import FileStore
@@ -97,7 +97,7 @@ def create_app(
     *,
     make_engine: Callable[[], Engine] | None = None,
     on_fatal: FatalHook | None = None,
-    data_dir_lock: DataDirLock | None = None,
+    data_dir_lock: StateLocks | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -119,7 +119,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned_lock = None
         if data_dir_lock is None or not data_dir_lock.held:
-            owned_lock = DataDirLock(settings.data_dir).acquire()
+            owned_lock = StateLocks(settings.data_dir, settings.adapters_path).acquire()
         try:
             async with _serving(app):
                 yield

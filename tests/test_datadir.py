@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.datadir import DataDirBusy, DataDirLock
+from app.datadir import DataDirBusy, DataDirLock, StateLocks
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +87,15 @@ def test_the_guard_patches_all_or_nothing_on_an_unknown_vllm() -> None:
     active, untouched, reason = out.stdout.strip().split(" ", 2)
     assert (active, untouched) == ("False", "True") and "0.99.0" in reason
     assert "LoRA guard not installed" in out.stderr
+
+
+def test_an_adapters_dir_outside_the_data_dir_is_held_too(tmp_path: Path) -> None:
+    shared = tmp_path / "shared-adapters"
+    first = StateLocks(tmp_path / "one", shared).acquire()
+    try:
+        with pytest.raises(DataDirBusy, match="adapters dir .* is in use by pid"):
+            StateLocks(tmp_path / "two", shared).acquire()
+        assert not DataDirLock(tmp_path / "two").acquire().release()  # all or nothing: "two" is free
+    finally:
+        first.release()
+    assert len(StateLocks(tmp_path / "one", tmp_path / "one" / "adapters").locks) == 1
