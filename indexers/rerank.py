@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from indexers.documents import contextual_text as _contextual
+from indexers.owner import OwnerThread
 
 
 class Reranker(abc.ABC):
@@ -46,10 +47,15 @@ class CrossEncoderReranker(Reranker):
         )
         self.name = Path(model).name or model
         self.batch_size = batch_size
+        #: ``predict`` tokenizes with the model's own tokenizer: one thread uses it (see owner.py)
+        self.owner = OwnerThread("tailor-reranker")
 
     def score(self, query: str, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0, dtype=np.float32)
+        return self.owner.call(self._score, query, texts)
+
+    def _score(self, query: str, texts: list[str]) -> np.ndarray:
         scores = self.model.predict(
             [(query, t) for t in texts],
             batch_size=self.batch_size,
