@@ -62,20 +62,6 @@ class AdapterService:
         assert self.catalog is not None
         return self.catalog.creating(name, "adapter")
 
-    async def register(
-        self,
-        name: str,
-        folder: Path,
-        source: Source,
-        *,
-        domain: str | None = None,
-        info: AdapterInfo | None = None,
-    ) -> AdapterEntry:
-        """Validate ``folder`` (inside the adapters dir; ``info`` when already validated), load it
-        into the engine and persist it, all while the catalog holds the name."""
-        with self._creating(name):
-            return await self._register(name, folder, source, domain=domain, info=info)
-
     async def _register(
         self, name: str, folder: Path, source: Source, *, domain: str | None, info: AdapterInfo | None
     ) -> AdapterEntry:
