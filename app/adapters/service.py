@@ -121,20 +121,17 @@ class AdapterService:
                 await asyncio.to_thread(shutil.rmtree, incoming, True)
 
     async def _adopt(self, name: str, incoming: Path, source: Source, domain: str | None) -> AdapterEntry:
-        try:
-            final = self.root / name
-            if final.exists():
-                raise AdapterError(
-                    409,
-                    f"A folder named '{name}' already exists in the adapters dir.",
-                    code="adapter_exists",
-                    param="name",
-                )
-            info = await asyncio.to_thread(self._inspect, self.engine(), incoming)
-            incoming.rename(final)
-        except BaseException:
-            shutil.rmtree(incoming, ignore_errors=True)
-            raise
+        """The callers remove ``incoming`` if it is still there when this returns or fails."""
+        final = self.root / name
+        if final.exists():
+            raise AdapterError(
+                409,
+                f"A folder named '{name}' already exists in the adapters dir.",
+                code="adapter_exists",
+                param="name",
+            )
+        info = await asyncio.to_thread(self._inspect, self.engine(), incoming)
+        incoming.rename(final)
         try:
             return await self._register(name, final, source, domain=domain, info=info)
         except BaseException:
