@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -296,8 +297,11 @@ def test_unloading_lets_running_requests_finish(http, oai, loaded, adapter_folde
     )
     chunks = iter(stream)
     first = next(chunks)
-    assert http.post("/v1/unload_lora_adapter", json={"lora_name": "brief"}).status_code == 200
-    rest = list(chunks)
+    # the unload waits for the running request (its lease) before it answers
+    with ThreadPoolExecutor(1) as pool:
+        unload = pool.submit(http.post, "/v1/unload_lora_adapter", json={"lora_name": "brief"})
+        rest = list(chunks)
+        assert unload.result().status_code == 200
     finish = [c.choices[0].finish_reason for c in [first, *rest] if c.choices and c.choices[0].finish_reason]
     assert finish == ["length"]
     with pytest.raises(openai.NotFoundError):
