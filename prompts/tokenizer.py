@@ -46,7 +46,16 @@ class PromptTokenizer:
         return len(self.markup)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("markup", "literal"):
+            raise AttributeError(name)  # copying and pickling look these up before __init__ ran
         return getattr(self.markup, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Settings of the tokenizer (``chat_template``...) go to the markup one, which renders."""
+        if name not in ("markup", "literal") and "markup" in self.__dict__ and hasattr(self.markup, name):
+            setattr(self.markup, name, value)
+        else:
+            object.__setattr__(self, name, value)
 
 
 def prompt_tokenizer(tokenizer: Any) -> PromptTokenizer:

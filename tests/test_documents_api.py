@@ -268,6 +268,8 @@ def test_admin_routes_need_admin_key(make_server, base_settings: Settings, legal
     q = {"Authorization": "Bearer q"}
     a = {"Authorization": "Bearer a"}
     body = {"documents": [{"text": "x"}]}
+    rent = {"documents": [{"id": "lease.docx", "text": "The rent is due on the first of the month."}]}
+    assert httpx.post(f"{keyed.url}/v1/domains/{DOMAIN}/documents", json=rent, headers=a).status_code == 201
     assert httpx.post(f"{keyed.url}/v1/domains/{DOMAIN}/documents", json=body, headers=q).status_code == 403
     assert httpx.delete(f"{keyed.url}/v1/domains/{DOMAIN}/documents/lease.docx", headers=q).status_code == 403
     assert (

@@ -363,6 +363,8 @@ def test_the_schema_can_be_shown_to_the_model(server, http: httpx.Client, make_s
     }
     assert "JSON schema" not in http.post("/v1/chat/completions", json=body).json()["prompt"]
     noted = make_server(base_settings.model_copy(update={"schema_in_prompt": True}))
+    docs_url = f"{noted.url}/v1/domains/eco-rent/documents"  # its own data dir: the same document
+    assert httpx.post(docs_url, json={"documents": docs}, timeout=120).status_code == 201
     r = httpx.post(f"{noted.url}/v1/chat/completions", json=body, timeout=120).json()
     assert "matches this JSON schema" in r["prompt"] and '"amount"' in r["prompt"]
     assert r["choices"][0]["message"]["content"].lstrip().startswith("{")

@@ -18,6 +18,11 @@ def codes(http: httpx.Client) -> list[str]:
     """40 invoices that differ only in their code: BM25 tells them apart, the embedder hardly can."""
     rng = np.random.default_rng(1)
     codes = [f"INV-{n}" for n in rng.choice(range(10_000, 99_999), 40, replace=False)]
+    _ingest(http, codes)
+    return codes
+
+
+def _ingest(http: httpx.Client, codes: list[str]) -> None:
     docs = [
         {"id": c, "text": f"Invoice {c}: consulting services for March, payable within 30 days."}
         for c in codes
@@ -25,7 +30,6 @@ def codes(http: httpx.Client) -> list[str]:
     resp = http.post(f"/v1/domains/{DOMAIN}/documents", json={"documents": docs})
     assert resp.status_code == 202, resp.text
     assert wait_job(http, resp.json())["status"] == "succeeded"
-    return codes
 
 
 def search(http: httpx.Client, query: str, **body) -> list[str]:
@@ -110,6 +114,8 @@ def test_reranking_needs_a_loadable_reranker(http: httpx.Client, make_server, ba
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "no_reranker"
     knowledge = base_settings.knowledge.model_copy(update={"reranker": "/nonexistent/cross-encoder"})
     server = make_server(base_settings.model_copy(update={"knowledge": knowledge}))
+    with httpx.Client(base_url=server.url, timeout=120) as own:  # its own data dir: the same invoices
+        _ingest(own, codes)
     url = f"{server.url}/v1/domains/{DOMAIN}/search"
     resp = httpx.post(url, json={"query": "invoice", "rerank": True}, timeout=60)
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "reranker_unavailable"

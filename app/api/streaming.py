@@ -16,7 +16,19 @@ T = TypeVar("T")
 
 #: With ``stream: true`` the 200 answer is server-sent events (``data: {...}`` lines, then ``[DONE]``).
 STREAM_RESPONSE: dict[int | str, dict] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The completion"}
+    200: {
+        "content": {
+            "text/event-stream": {
+                # one server-sent event: ``data`` holds a JSON chunk (or ``[DONE]``)
+                "schema": {
+                    "type": "object",
+                    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        },
+        "description": "The completion",
+    }
 }
 
 

@@ -168,7 +168,10 @@ class Catalog:
             )
         if name in self._reserved:
             return CatalogError(
-                409, f"'{name}' is being created or changed by another request; retry.", code="name_taken", param="name"
+                409,
+                f"'{name}' is being created or changed by another request; retry.",
+                code="name_taken",
+                param="name",
             )
         return CatalogError(
             409, f"'{name}' is already the name of {_WHAT[owner]}.", code="name_taken", param="name"
