@@ -160,7 +160,7 @@ def test_an_unload_that_outlasts_the_drain_timeout_is_refused_and_keeps_the_adap
         assert _upload(http, "held", source).status_code == 201
         started = threading.Event()
         with ThreadPoolExecutor(1) as pool:
-            stream = pool.submit(_stream, server.url, "held", 400, started)
+            stream = pool.submit(_stream, server.url, "held", 160, started)
             assert started.wait(240)
             t0 = time.monotonic()
             refused = http.delete("/v1/adapters/held")
