@@ -36,7 +36,7 @@ from app.api.browser import BrowserGuard
 from app.api.deps import caller_scope
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.catalog import Catalog, served_name
-from app.checkpoints.prepare import resolve_backbone, resolve_embedder
+from app.checkpoints.prepare import DEFAULT_BACKBONE, resolve_backbone, resolve_embedder
 from app.config import Settings
 from app.console import routes as console_routes
 from app.datadir import StateLocks
@@ -147,7 +147,7 @@ def create_app(
             knowledge=state.knowledge,
             adapters=state.adapters.registry,
             soft_prompts=state.soft_prompts,
-            base_name=served_name(str(settings.model), settings.served_model_name),
+            base_name=served_name(settings.model or DEFAULT_BACKBONE, settings.served_model_name),
             drain_timeout_s=settings.drain_timeout_s,
         )
         state.adapters.catalog = state.soft_prompts.catalog = state.catalog
