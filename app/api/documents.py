@@ -69,8 +69,9 @@ async def ingest_documents(
 ):
     """Multipart files and/or JSON documents. Small batches answer 201 when done; large ones 202."""
     domain = _domain(domain)
-    names.claim_domain(domain)  # 409 when an adapter, soft prompt or the backbone has the name
     sources = await read_sources(request, settings.knowledge)
+    # 409 when an adapter, soft prompt or the backbone has the name; the job creates the store first
+    names.claim_domain(domain)
     size = sum(len(s.data or b"") + len((s.text or "").encode()) for s in sources)
     small = (
         len(sources) <= settings.knowledge.sync_max_documents and size <= settings.knowledge.sync_max_bytes
