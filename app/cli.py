@@ -271,14 +271,18 @@ def adapters_load(
     run(_server_url(url), key, name, path, upload)
 
 
+#: Deletes of an adapter or soft prompt a domain profile names are refused unless forced.
+_FORCE = typer.Option(False, "--force", help="Detach it from the domain profiles that name it.")
+
+
 @adapters_cli.command("unload")
 def adapters_unload(
-    name: str = typer.Argument(...), url: str | None = _URL, key: str | None = _ADMIN
+    name: str = typer.Argument(...), url: str | None = _URL, key: str | None = _ADMIN, force: bool = _FORCE
 ) -> None:
     """Unload an adapter (requests already using it finish first)."""
     from app.client_tuning import adapters_unload as run
 
-    run(_server_url(url), key, name)
+    run(_server_url(url), key, name, force)
 
 
 soft_cli = typer.Typer(help="Soft prompts on a running server.", no_args_is_help=True)
@@ -312,12 +316,12 @@ def soft_prompts_import(
 
 @soft_cli.command("delete")
 def soft_prompts_delete(
-    name: str = typer.Argument(...), url: str | None = _URL, key: str | None = _ADMIN
+    name: str = typer.Argument(...), url: str | None = _URL, key: str | None = _ADMIN, force: bool = _FORCE
 ) -> None:
     """Delete a soft prompt (requests already using it finish with it)."""
     from app.client_soft_prompts import soft_prompts_delete as run
 
-    run(_server_url(url), key, name)
+    run(_server_url(url), key, name, force)
 
 
 @cli.command()

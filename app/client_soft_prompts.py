@@ -41,7 +41,9 @@ def soft_prompts_import(url: str, key: str | None, name: str, folder: Path) -> N
     console.print(f"imported {p['id']} ({p['method']}, {p['num_virtual_tokens']} virtual tokens)")
 
 
-def soft_prompts_delete(url: str, key: str | None, name: str) -> None:
+def soft_prompts_delete(url: str, key: str | None, name: str, force: bool = False) -> None:
     with _client(url, key) as client:
-        _raise_for_error(client.delete(f"/v1/soft-prompts/{name}"))
-    console.print(f"deleted {name}")
+        resp = client.delete(f"/v1/soft-prompts/{name}", params={"force": "true"} if force else None)
+        _raise_for_error(resp)
+    detached = resp.json().get("detached_from") or []
+    console.print(f"deleted {name}" + (f" (detached from {', '.join(detached)})" if detached else ""))

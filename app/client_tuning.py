@@ -63,10 +63,12 @@ def adapters_load(url: str, key: str | None, name: str, path: str, upload: bool)
     console.print(f"loaded {a['id']} (rank {a['rank']}, {', '.join(a['target_modules'])})")
 
 
-def adapters_unload(url: str, key: str | None, name: str) -> None:
+def adapters_unload(url: str, key: str | None, name: str, force: bool = False) -> None:
     with _client(url, key) as client:
-        _raise_for_error(client.delete(f"/v1/adapters/{name}"))
-    console.print(f"unloaded {name}")
+        resp = client.delete(f"/v1/adapters/{name}", params={"force": "true"} if force else None)
+        _raise_for_error(resp)
+    detached = resp.json().get("detached_from") or []
+    console.print(f"unloaded {name}" + (f" (detached from {', '.join(detached)})" if detached else ""))
 
 
 def finetune(
