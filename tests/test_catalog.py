@@ -49,21 +49,29 @@ def _upload(http: httpx.Client, name: str, source: Path) -> httpx.Response:
 def test_concurrent_creates_of_one_name_give_exactly_one_201(own, source: Path) -> None:
     http, _ = own
 
-    def create(name: str, start: threading.Barrier, i: int) -> int:
+    def create(name: str, start: threading.Barrier, i: int, kinds: int) -> tuple[str, int]:
         start.wait()
-        if i % 3 == 0:
-            return http.post("/v1/adapters", json={"name": name, "path": "src"}).status_code
-        if i % 3 == 1:
-            return _upload(http, name, source).status_code
-        return http.put(f"/v1/domains/{name}", json={}).status_code
+        if i % kinds == 0:
+            return "adapter", http.post("/v1/adapters", json={"name": name, "path": "src"}).status_code
+        if i % kinds == 1:
+            return "adapter", _upload(http, name, source).status_code
+        return "domain", http.put(f"/v1/domains/{name}", json={}).status_code
 
-    for round_ in range(3):
+    # three rounds of adapters (path, upload) against domains, then one of adapters alone
+    for round_, kinds in enumerate((3, 3, 3, 2)):
         name = f"twin-{round_}"
         start = threading.Barrier(9)
         with ThreadPoolExecutor(9) as pool:
-            codes = sorted(pool.map(lambda i: create(name, start, i), range(9)))  # noqa: B023
-        assert codes == [201] + [409] * 8, codes
+            results = list(pool.map(lambda i: create(name, start, i, kinds), range(9)))  # noqa: B023
+        codes = sorted(code for _, code in results)
+        winner = next(kind for kind, code in results if code == 201)
+        # exactly one create; a PUT that comes after a domain won replaces it (200, PUT's meaning)
+        assert codes.count(201) == 1 and set(codes) <= {201, 409, 200}, results
+        assert all(kind == winner == "domain" for kind, code in results if code == 200), results
+        if winner == "adapter":  # an adapter is never replaced: every other create is refused
+            assert codes == [201] + [409] * 8, results
         owner = http.get(f"/v1/models/{name}").json()["kind"]
+        assert owner == winner
         listed = [m["id"] for m in http.get("/v1/models").json()["data"]]
         assert listed.count(name) == 1
         if owner == "domain":
