@@ -157,7 +157,7 @@ class EngineSupervisor:
     def _lora_problem(self, engine: Engine) -> str | None:
         """Adapters are registered but the engine serves no LoRA (its guard could not be installed):
         starting would silently drop them, so the start fails with the reason instead."""
-        reason = getattr(engine, "lora_off_reason", None)
+        reason = engine.lora_off_reason
         adapters = self.state.adapters
         if reason and adapters is not None and adapters.registry.names():
             return f"{reason}; {len(adapters.registry.names())} adapter(s) are registered"

@@ -21,8 +21,12 @@ T = TypeVar("T")
 
 
 class OwnerThread:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, strict: bool = False) -> None:
+        """``strict``: ``call`` from a thread running an event loop is an error (the service's
+        owners: its loop must never wait on a tokenizer); a library owner lets a notebook's loop
+        thread wait."""
         self.name = name
+        self.strict = strict
         self._ident: int | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=name, initializer=self._mark)
 
@@ -43,11 +47,7 @@ class OwnerThread:
         """Run ``fn`` on the owner thread and wait (from a worker thread, never the loop)."""
         if self.owns_this_thread():
             return fn(*args, **kwargs)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
+        if self.strict and _loop_running():
             raise RuntimeError(f"{self.name}: call() would block the event loop; await run() instead")
         return self._pool.submit(fn, *args, **kwargs).result()
 
@@ -55,10 +55,18 @@ class OwnerThread:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def owner_of(obj: Any, name: str) -> OwnerThread:
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def owner_of(obj: Any, name: str, strict: bool = False) -> OwnerThread:
     """``obj``'s owner thread, created on first use and kept on it (tokenizer holders: the engine,
     the embedder)."""
     owner = obj.__dict__.get("_owner_thread")
     if owner is None:
-        owner = obj.__dict__.setdefault("_owner_thread", OwnerThread(name))
+        owner = obj.__dict__.setdefault("_owner_thread", OwnerThread(name, strict))
     return owner

@@ -122,7 +122,7 @@ def test_200_concurrent_chats_beside_validation_and_ingestion_keep_their_token_c
 def test_owner_thread_runs_inline_on_itself_and_refuses_to_block_the_loop() -> None:
     import asyncio
 
-    owner = OwnerThread("test-owner")
+    owner = OwnerThread("test-owner", strict=True)
     try:
         inner = owner.call(lambda: owner.call(threading.get_ident))
         assert inner == owner.call(threading.get_ident) != threading.get_ident()

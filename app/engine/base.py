@@ -204,10 +204,12 @@ class Engine(abc.ABC):
     @property
     def tokens(self) -> OwnerThread:
         """The one thread that uses ``tokenizer`` (created on first use)."""
-        return owner_of(self, "tailor-tokenizer")
+        return owner_of(self, "tailor-tokenizer", strict=True)
 
     #: Largest LoRA rank the engine accepts; 0 when LoRA is off.
     max_lora_rank: int = 0
+    #: Why LoRA is off although it was configured (its guard could not be installed), else None.
+    lora_off_reason: str | None = None
 
     async def guard_status(self) -> dict[str, Any]:
         """Whether the LoRA guard (``app.engine.lora_guard``) is active where the kernels run."""
