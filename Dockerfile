@@ -1,7 +1,9 @@
 # Tailor on a GPU host. Build: docker build -t tailor .
 # Run:   docker run --gpus all -p 8000:8000 -v tailor-data:/data \
 #          -e TAILOR_API_KEYS=query-secret -e TAILOR_ADMIN_KEYS=admin-secret tailor
-# It binds 0.0.0.0, so it refuses to start without keys. Mount a checkpoint and set TAILOR_MODEL
+# It binds 0.0.0.0, so it refuses to start without keys (TAILOR_ALLOW_OPEN=1 accepts the risk; then
+# set TAILOR_ALLOWED_HOSTS to the names clients use). One container per data volume: a second server
+# on the same volume exits 1 (the data dir is locked). Mount a checkpoint and set TAILOR_MODEL
 # to serve another model; otherwise the bundled SmolLM2 is prepared into /data on first start.
 FROM python:3.12-slim
 
