@@ -80,6 +80,23 @@ def test_concurrent_creates_of_one_name_give_exactly_one_201(own, source: Path) 
             assert http.delete(f"/v1/adapters/{name}").status_code == 200
 
 
+def test_concurrent_writes_of_one_domain_queue(own) -> None:
+    """PUT is create-or-replace: of 8 at once, one creates and the others replace it in turn."""
+    http, _ = own
+    start = threading.Barrier(8)
+
+    def put(i: int) -> tuple[int, int]:
+        start.wait()
+        resp = http.put("/v1/domains/queued", json={"system_prompt": f"writer {i}"})
+        return resp.status_code, resp.json().get("version", 0)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(put, range(8)))
+    assert sorted(code for code, _ in results) == [200] * 7 + [201], results
+    assert sorted(version for _, version in results) == list(range(1, 9))
+    assert http.delete("/v1/domains/queued").status_code == 200
+
+
 def test_deleting_a_referenced_adapter_is_refused_unless_forced(own) -> None:
     http, _ = own
     assert http.post("/v1/adapters", json={"name": "ref-a", "path": "src"}).status_code == 201

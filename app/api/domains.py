@@ -26,7 +26,7 @@ from app.knowledge.tuning import UnknownDocuments, check_relevant, tune_blocking
 from app.protocol.domains import DomainList, DomainPublic, KnowledgeStats, OptimizeRequest
 from app.protocol.errors import APIError
 from app.protocol.jobs import JobPublic, job_public
-from app.protocol.profiles import DomainProfileIn
+from app.protocol.profiles import DomainProfile, DomainProfileIn
 from app.serving.optimize import Optimizer, describe_engine_failure
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,16 @@ def _name(name: str) -> str:
         raise APIError(400, str(exc), param="name", code="invalid_domain") from exc
 
 
-def _public(domains: Catalog, name: str) -> DomainPublic:
-    profile = domains.profile(name)
+def _public(domains: Catalog, name: str, profile: DomainProfile | None = None) -> DomainPublic:
+    """A domain as listed; ``profile``: the one a write just stored (not whatever is there now)."""
+    profile = profile or domains.profile(name)
     if profile is None:
         raise APIError(404, f"No domain '{name}'.", param="name", code="domain_not_found")
     stats = None
     if domains.knowledge.has(name):
         docs, chunks = domains.knowledge.collection(name).store.count()
         stats = KnowledgeStats(documents=docs, chunks=chunks)
-    return DomainPublic(
-        **profile.model_dump(), configured=domains.profiles.get(name) is not None, knowledge=stats
-    )
+    return DomainPublic(**profile.model_dump(), configured=profile.version > 0, knowledge=stats)
 
 
 @router.get("", response_model=DomainList)
@@ -92,8 +91,8 @@ async def put_domain(
             param="retrieval.rerank",
             code="no_reranker",
         )
-    _, created = await asyncio.to_thread(domains.put_domain, name, body)
-    public = await asyncio.to_thread(_public, domains, name)
+    profile, created = await asyncio.to_thread(domains.put_domain, name, body)
+    public = await asyncio.to_thread(_public, domains, name, profile)
     return JSONResponse(public.model_dump(mode="json"), status_code=201 if created else 200)
 
 

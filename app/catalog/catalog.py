@@ -124,11 +124,18 @@ class Catalog:
     created: int = field(default_factory=lambda: int(time.time()))
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _reserved: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Domains whose profile is being written: a second write of one waits for the first.
+    _writing: set[str] = field(default_factory=set, repr=False)
+    #: Signalled when a domain write ends (on the one lock).
+    _written: threading.Condition = field(init=False, repr=False)
     _claimed: set[str] = field(default_factory=set, repr=False)
     _users: Counter = field(default_factory=Counter, repr=False)
     _closing: set[tuple[str, str]] = field(default_factory=set, repr=False)
     #: Members named by a profile that is being written (a delete treats them as referenced).
     _pinned: Counter = field(default_factory=Counter, repr=False)
+
+    def __post_init__(self) -> None:
+        self._written = threading.Condition(self._lock)
 
     # -- the engine ----------------------------------------------------------------------------
     def bind(self, base_name: str, base_root: str, context_window: int) -> None:
@@ -142,6 +149,8 @@ class Catalog:
             return "base"
         if name in self._reserved:
             return self._reserved[name]
+        if name in self._writing:
+            return "domain"
         if self.adapters.get(name) is not None:
             return "adapter"
         if self.soft_prompts.get(name) is not None:
@@ -218,10 +227,31 @@ class Catalog:
         exists = (self.adapters if kind == "adapter" else self.soft_prompts).get(name) is not None
         return not exists or (kind, name) in self._closing
 
+    def _wait_for_writes(self, name: str) -> None:
+        """Under the lock: wait until no other write of domain ``name`` runs (they queue)."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        while name in self._writing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CatalogError(
+                    409, f"The domain '{name}' is being written; retry.", code="domain_busy", param="name"
+                )
+            self._written.wait(left)
+
+    def _end_write(self, name: str) -> None:
+        with self._lock:
+            self._writing.discard(name)
+            self._written.notify_all()
+
     def put_domain(self, name: str, body: DomainProfileIn) -> tuple[DomainProfile, bool]:
-        """Create or replace a profile (blocking: call in a thread); what it names must exist."""
+        """Create or replace a profile (blocking: call in a thread); what it names must exist.
+
+        Writes of one domain run one after the other: the first of two concurrent creates answers
+        created, the second replaces it.
+        """
         refs = [(k, n) for k, n in (("soft_prompt", body.soft_prompt), ("adapter", body.adapter)) if n]
         with self._lock:
+            self._wait_for_writes(name)
             owner = self._owner(name)
             if owner not in (None, "domain") or name in self._reserved:
                 raise self._taken(name, "domain", owner or "domain")
@@ -238,30 +268,26 @@ class Catalog:
                         param=kind,
                         code=f"unknown_{kind}",
                     )
-            self._reserved[name] = "domain"
+            self._writing.add(name)
             self._pinned.update(refs)
         try:
             return self.profiles.put(name, body)
         finally:
             with self._lock:
-                self._reserved.pop(name, None)
                 self._pinned.subtract(refs)
                 self._pinned += Counter()  # drop zero counts
+            self._end_write(name)
 
     def delete_profile(self, name: str) -> bool:
         """Drop a domain's profile (blocking); the caller drops its knowledge store after."""
         with self._lock:
-            if name in self._reserved:
-                raise CatalogError(
-                    409, f"The domain '{name}' is being written; retry.", code="domain_busy", param="name"
-                )
+            self._wait_for_writes(name)
             self._claimed.discard(name)
-            self._reserved[name] = "domain"
+            self._writing.add(name)
         try:
             return self.profiles.delete(name)
         finally:
-            with self._lock:
-                self._reserved.pop(name, None)
+            self._end_write(name)
 
     def referencing(self, kind: Kind, name: str) -> list[str]:
         """The domains whose profile names the adapter or soft prompt ``name``."""
