@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from app.domains.prompt import label, passages  # noqa: F401 - re-exported for the routes
 from app.knowledge.base import KnowledgeBase, NoReranker, RerankerUnavailable
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
