@@ -363,6 +363,105 @@ def finetune(
     )
 
 
+@cli.command()
+def fleet(
+    replicas: int = typer.Option(2, min=1, max=64, help="How many vLLM replicas to start."),
+    port: int = typer.Option(8001, help="Port of the first replica; the others take the next ones."),
+    host: str = typer.Option("127.0.0.1", help="Bind address of the replicas."),
+    restart: bool = typer.Option(True, help="Start a replica again when it exits (as Kubernetes would)."),
+) -> None:
+    """Start a local fleet of `vllm serve` replicas of the backbone, for TAILOR_ENGINE__BACKEND=remote.
+
+    Each replica is vLLM's own OpenAI server with the flags the remote backend needs (runtime LoRA
+    loading, prompt embeddings, Tailor's window and adapter limits), on its own cores. Prints the
+    TAILOR_ENGINE__SERVERS value once every replica answers /health; a replica that exits is
+    started again (--no-restart: left down); Ctrl-C stops them all.
+    """
+    import signal
+    import time
+    import urllib.request
+
+    from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
+    from app.engine.vllm_engine import _on_gpu
+    from app.fleet.launcher import ReplicaSpec, core_sets, start_replica
+
+    settings = _settings()
+    try:
+        if not settings.model:
+            prepare_backbone(settings.data_dir)
+        model = resolve_backbone(settings.model, settings.data_dir)
+    except ModelPrepareError as exc:
+        typer.secho(f"tailor fleet: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    cores = [None] * replicas if _on_gpu() else core_sets(replicas)
+    logs = settings.data_dir / "fleet"
+    procs = []
+    urls = []
+    for i in range(replicas):
+        spec = ReplicaSpec(port=port + i, cores=cores[i])
+        log_file = logs / f"replica-{port + i}.log"
+        procs.append(start_replica(settings, model, spec, log_file, host))
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        urls.append(f"http://{shown}:{port + i}")
+        typer.echo(f"replica {i + 1}: {urls[-1]} (cores {cores[i] or 'GPU'}, log {log_file})")
+
+    def stop_all(*_: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=20)
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+
+    import contextlib
+    import subprocess
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    try:
+        pending = set(range(replicas))
+        with typer.progressbar(length=replicas, label="starting replicas") as bar:
+            while pending:
+                for i in sorted(pending):
+                    if procs[i].poll() is not None:
+                        raise RuntimeError(f"replica {urls[i]} exited with {procs[i].returncode}; see {logs}")
+                    with contextlib.suppress(OSError):
+                        with urllib.request.urlopen(urls[i] + "/health", timeout=2) as resp:
+                            if resp.status == 200:
+                                pending.discard(i)
+                                bar.update(1)
+                time.sleep(1)
+        servers = ",".join(urls)
+        typer.echo(
+            f"fleet ready. Start Tailor on it:\n  TAILOR_ENGINE__BACKEND=remote TAILOR_ENGINE__SERVERS={servers} make run"
+        )
+        while True:
+            time.sleep(1)
+            for i, p in enumerate(procs):
+                if p.poll() is None:
+                    continue
+                if not restart:
+                    typer.secho(f"replica {urls[i]} exited ({p.returncode})", fg="red", err=True)
+                    if all(q.poll() is not None for q in procs):
+                        raise typer.Exit(1)
+                    continue
+                typer.secho(
+                    f"replica {urls[i]} exited ({p.returncode}); restarting it", fg="yellow", err=True
+                )
+                spec = ReplicaSpec(port=port + i, cores=cores[i])
+                procs[i] = start_replica(settings, model, spec, logs / f"replica-{port + i}.log", host)
+    except RuntimeError as exc:
+        typer.secho(f"tailor fleet: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_all()
+
+
 @cli.command("settings")
 def show_settings() -> None:
     """List every setting with its environment variable, default and description."""

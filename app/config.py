@@ -95,8 +95,63 @@ class RopeScaling(BaseModel):
 class EngineSettings(BaseModel):
     """How the vLLM engine is started. Defaults suit a small CPU machine."""
 
-    backend: Literal["vllm"] = Field(
-        "vllm", description="Engine backend; 'vllm' embeds vLLM's async engine in the service."
+    backend: Literal["vllm", "remote"] = Field(
+        "vllm",
+        description="Engine backend: 'vllm' embeds vLLM's async engine in the service; 'remote' serves "
+        "the backbone from a fleet of `vllm serve` replicas listed in `servers` (`tailor fleet` starts "
+        "them on one machine).",
+    )
+    servers: str = Field(
+        "",
+        description="Backend remote: the replicas' base URLs, comma-separated "
+        "(http://h1:8001,http://h2:8001). Each is a plain `vllm serve` of the same backbone with "
+        "--enable-lora --enable-prompt-embeds and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.",
+    )
+    server_api_key: str = Field("", description="Backend remote: the replicas' --api-key, if they have one.")
+    routing: Literal["lora_affinity", "round_robin", "least_loaded"] = Field(
+        "lora_affinity",
+        description="Backend remote: how a replica is picked per request. lora_affinity scores adapter "
+        "residency, load and domain affinity (rendezvous hashing with bounded load); the other two "
+        "are for comparison.",
+    )
+    replica_adapters_dir: str = Field(
+        "",
+        description="Backend remote: where the replicas mount the shared adapters volume, when not at "
+        "the same path as Tailor's adapters dir.",
+    )
+    replica_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Backend remote: longest wait for a replica's next streamed token (the first "
+        "includes prefill); past it the replica counts as down.",
+    )
+    replica_connect_timeout_s: float = Field(
+        3.0, gt=0, le=120, description="Backend remote: longest wait to connect to a replica."
+    )
+    probe_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Backend remote: how often healthy replicas' queue depth (/metrics) is read and "
+        "down replicas are considered for a probe.",
+    )
+    probe_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Backend remote: first wait before probing a replica that went down; doubles "
+        "per failed probe, at most 30 s.",
+    )
+    probe_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Backend remote: longest wait for a probe (health, models, metrics)."
+    )
+    fleet_wait_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Backend remote: at start, how long to wait for the first replica to answer "
+        "before the start counts as failed (and is retried).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
@@ -194,6 +249,21 @@ class EngineSettings(BaseModel):
         description="Longest wait between retries; restarts after a crash of a serving engine "
         "retry forever at this pace.",
     )
+
+    @property
+    def server_urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.servers.split(",") if u.strip()]
+
+    @model_validator(mode="after")
+    def _servers_for_remote(self) -> EngineSettings:
+        for url in self.server_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"engine.servers: {url!r} is not an http(s) URL")
+        if self.backend == "remote" and not self.server_urls:
+            raise ValueError(
+                "engine.backend 'remote' needs engine.servers (TAILOR_ENGINE__SERVERS=http://h1:8001,...)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_the_window(self) -> EngineSettings:

@@ -96,6 +96,7 @@ class EngineSupervisor:
         self.interval = interval
         self.engine: Engine | None = None
         self.restarts = 0
+        self._stopping = False
 
     async def _try_start(self) -> Engine:
         engine = await asyncio.to_thread(self.make)
@@ -143,7 +144,7 @@ class EngineSupervisor:
             attach_engine(self.state, engine)
             _announce(self.state)
             attempts, backoff, served = 0, s.retry_backoff_s, True
-            while engine.ready:
+            while engine.ready or (engine.self_healing and not self._stopping):
                 await asyncio.sleep(self.interval)
             self.state.engine, self.engine = None, None
             self.restarts += 1
@@ -168,6 +169,7 @@ class EngineSupervisor:
         await restore_adapters(self.state, engine, first=first)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.engine is not None:
             await self.engine.stop()
 

@@ -49,7 +49,7 @@ class AppState:
 
     def reason(self) -> str | None:
         if self.engine is not None and not self.engine.ready:
-            return "the engine stopped responding"
+            return self.engine.not_ready_reason()
         return None if self.status() == "ready" else self.engine_reason
 
     def describe(self) -> str:

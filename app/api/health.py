@@ -17,10 +17,16 @@ async def health(state: StateDep) -> JSONResponse:
 
     Ready answers carry the window: ``max_model_len``, the RoPE scaling that gives it, the
     backbone's native window and the KV cache it needs (``window``); and ``lora_guard``: whether
-    the engine processes run with the LoRA guard (``active``), as they report it themselves.
+    the engine processes run with the LoRA guard (``active``), as they report it themselves. On a
+    fleet (backend remote), ``engine`` lists the replicas with their state and resident adapters;
+    the service is ready while at least one replica is healthy.
     """
     status = state.status()
     engine = state.engine
+    if status != "ready" and engine is not None and engine.describe() is not None:
+        # a fleet that lost every replica: which, and why, while it probes them
+        body = {"status": status, "reason": state.reason(), "engine": engine.describe()}
+        return JSONResponse(body, status_code=503)
     if status == "ready" and engine is not None:
         window = engine.describe_window()
         try:
@@ -34,10 +40,14 @@ async def health(state: StateDep) -> JSONResponse:
             "window": window,
             "lora_guard": guard,
         }
+        fleet = engine.describe()
+        if fleet is not None:
+            body["engine"] = fleet
         return JSONResponse(body)
     return JSONResponse({"status": status, "reason": state.reason()}, status_code=503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> Response:
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    extra = state.engine.metrics_text() if state.engine is not None else b""
+    return Response(state.metrics.render() + extra, media_type="text/plain; version=0.0.4; charset=utf-8")

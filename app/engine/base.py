@@ -29,6 +29,14 @@ class EngineUnavailable(EngineError):
     """The engine is starting, failed or stopped (maps to HTTP 503)."""
 
 
+class EngineInterrupted(EngineUnavailable):
+    """Output had begun when the engine serving it failed (a replica died mid-stream).
+
+    A stream ends with an error event; a non-streamed request is started again from the
+    beginning, since nothing has reached the client yet.
+    """
+
+
 class EngineOverloaded(EngineError):
     """The engine's queue is full (maps to HTTP 429)."""
 
@@ -132,11 +140,16 @@ class AdapterRef:
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """One generation: prompt, sampling and the adapter (None: the bare backbone)."""
+    """One generation: prompt, sampling and the adapter (None: the bare backbone).
+
+    ``affinity`` groups requests that share a prompt prefix (the domain): an engine made of
+    several servers sends them to the same few, where the prefix is already cached.
+    """
 
     prompt: EngineInput
     options: SamplingOptions
     adapter: AdapterRef | None = None
+    affinity: str | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -206,6 +219,13 @@ class Engine(abc.ABC):
         """The one thread that uses ``tokenizer`` (created on first use)."""
         return owner_of(self, "tailor-tokenizer", strict=True)
 
+    #: Whether the engine recovers from not being ready by itself (a fleet probes its replicas):
+    #: the supervisor then waits instead of restarting it.
+    self_healing: bool = False
+
+    def not_ready_reason(self) -> str:
+        return "the engine stopped responding"
+
     #: Largest LoRA rank the engine accepts; 0 when LoRA is off.
     max_lora_rank: int = 0
     #: Why LoRA is off although it was configured (its guard could not be installed), else None.
@@ -218,6 +238,14 @@ class Engine(abc.ABC):
     def describe_window(self) -> dict[str, Any]:
         """The window, its RoPE scaling and KV-cache needs, for /health."""
         return {"max_model_len": self.max_model_len}
+
+    def describe(self) -> dict[str, Any] | None:
+        """What serves the backbone beyond the window (a fleet: its replicas), for /health."""
+        return None
+
+    def metrics_text(self) -> bytes:
+        """Prometheus lines of the engine's own (per-replica counters of a fleet)."""
+        return b""
 
     def transformers_overrides(self) -> dict[str, Any]:
         """Config fields that give a transformers copy of the backbone the served positions.

@@ -11,4 +11,8 @@ def build_engine(settings: Settings, model_path: str) -> Engine:
         from app.engine.vllm_engine import VLLMEngine
 
         return VLLMEngine(settings.engine, model_path)
+    if settings.engine.backend == "remote":
+        from app.fleet.engine import RemoteEngine
+
+        return RemoteEngine(settings.engine, model_path, str(settings.adapters_path))
     raise ValueError(f"unknown engine backend {settings.engine.backend!r}")

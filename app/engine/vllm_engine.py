@@ -30,9 +30,9 @@ from app.engine.base import (
     InvalidEngineRequest,
     OutputDelta,
     SamplingOptions,
-    SoftPromptRef,
     TokenLogprob,
 )
+from app.engine.embeds import embedding_table, prompt_embeds
 from app.engine.failures import start_failure
 from app.loading import loading
 from app.window import KVBudget, WindowError, WindowPlan, kv_budget, model_config, plan_window
@@ -279,33 +279,15 @@ class VLLMEngine(Engine):
     def _embedding_matrix(self) -> Any:
         """The backbone's input embeddings in the engine's dtype, read from the checkpoint once."""
         if self._embeddings is None:
-            from soft_prompts.fingerprint import embedding_matrix
-
-            dtype = self._llm.model_config.dtype
-            self._embeddings = embedding_matrix(self.model).to(dtype)
+            self._embeddings = embedding_table(self.model, self._llm.model_config.dtype)
         return self._embeddings
-
-    def _prompt_embeds(self, ids: list[int], soft: SoftPromptRef) -> Any:
-        """Virtual vectors, then the prompt's token embeddings: what vLLM's model would embed itself."""
-        import torch
-
-        table = self._embedding_matrix()
-        vectors = soft.tensor.to(table.dtype)
-        if vectors.dim() != 2 or vectors.shape[1] != table.shape[1]:
-            raise InvalidEngineRequest(
-                f"soft prompt '{soft.name}' has width {tuple(vectors.shape)}; the model's is {table.shape[1]}"
-            )
-        embeds = torch.cat([vectors, table[torch.tensor(ids, dtype=torch.long)]], dim=0)
-        if not bool(torch.isfinite(embeds).all()):
-            raise InvalidEngineRequest(f"soft prompt '{soft.name}' holds non-finite values")
-        return embeds
 
     async def _engine_prompt(self, prompt: EngineInput) -> dict[str, Any]:
         if prompt.soft_prompt is None:
             return {"prompt_token_ids": prompt.token_ids}
         if self._embeddings is None:
             await asyncio.to_thread(self._embedding_matrix)
-        return {"prompt_embeds": self._prompt_embeds(prompt.token_ids, prompt.soft_prompt)}
+        return {"prompt_embeds": prompt_embeds(self._embeddings, prompt.token_ids, prompt.soft_prompt)}
 
     def _prefix_path(self) -> Any:
         if self._prefix is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.engine import Engine, EngineRequest, OutputDelta, SamplingOptions, TokenLogprob
-from app.engine.base import EngineOverloaded, EngineUnavailable, InvalidEngineRequest
+from app.engine.base import EngineInterrupted, EngineOverloaded, EngineUnavailable, InvalidEngineRequest
 from app.protocol.errors import APIError
 from app.protocol.openai import SamplingFields
 from app.protocol.profiles import GenerationDefaults
@@ -191,13 +191,26 @@ async def stream_deltas(
 
 
 async def collect(engine: Engine, requests: Sequence[EngineRequest], request_id: str) -> Generation:
-    gen = Generation(prompt_tokens=sum(r.prompt_tokens for r in requests))
-    gen.choices = [ChoiceResult() for r in requests for _ in range(r.options.n)]
-    async for item in stream_deltas(engine, requests, request_id):
-        choice = gen.choices[item.index]
-        choice.text += item.delta.text
-        choice.num_tokens += item.delta.num_tokens
-        choice.logprobs += item.delta.logprobs
-        if item.delta.finish_reason is not None:
-            choice.finish_reason = item.delta.finish_reason
-    return gen
+    """The whole output of every request.
+
+    Nothing has reached the client yet, so output lost to an engine that failed mid-generation (a
+    fleet replica that died: ``EngineInterrupted``) is thrown away and the generation runs again
+    once, on whatever serves now.
+    """
+    for attempt in (1, 2):
+        gen = Generation(prompt_tokens=sum(r.prompt_tokens for r in requests))
+        gen.choices = [ChoiceResult() for r in requests for _ in range(r.options.n)]
+        try:
+            async for item in stream_deltas(engine, requests, f"{request_id}-{attempt}" if attempt > 1 else request_id):
+                choice = gen.choices[item.index]
+                choice.text += item.delta.text
+                choice.num_tokens += item.delta.num_tokens
+                choice.logprobs += item.delta.logprobs
+                if item.delta.finish_reason is not None:
+                    choice.finish_reason = item.delta.finish_reason
+        except APIError as exc:
+            if attempt == 1 and isinstance(exc.__cause__, EngineInterrupted):
+                continue
+            raise
+        return gen
+    raise AssertionError("unreachable")

@@ -147,7 +147,7 @@ def prepare_chat(
     options = replace(options, logprobs=logprobs, constraint=constraint)
     return PreparedChat(
         target.model,
-        EngineRequest(prompt, options, target.adapter),
+        EngineRequest(prompt, options, target.adapter, affinity=target.domain),
         sources(used) if profile is not None else None,
         report,
         rendered.text if req.return_prompt else None,
@@ -239,7 +239,7 @@ def prepare_completion(
     options = replace(options, logprobs=req.logprobs, constraint=request_constraint(req))
     return PreparedCompletion(
         target.model,
-        [EngineRequest(p, options, target.adapter) for p in prompts],
+        [EngineRequest(p, options, target.adapter, affinity=target.domain) for p in prompts],
         texts,
         req.echo,
         sources(used) if profile is not None else None,
