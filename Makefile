@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc browser models run test console-shots fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context bench-ecosystem clean
+.PHONY: install ocr tcmalloc browser models run fleet bench-fleet test console-shots fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context bench-ecosystem clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,13 @@ models: install
 
 run: models
 	$(BIN)/tailor serve
+
+# A local fleet of vLLM replicas for TAILOR_ENGINE__BACKEND=remote (REPLICAS of them, ports from
+# FLEET_PORT); prints the TAILOR_ENGINE__SERVERS line to start Tailor on it. Ctrl-C stops them.
+REPLICAS ?= 2
+FLEET_PORT ?= 8001
+fleet: models
+	$(BIN)/tailor fleet --replicas $(REPLICAS) --port $(FLEET_PORT)
 
 test: models browser
 	TAILOR_TEST_OCR=$(OCR) TAILOR_TEST_BROWSER=$(BROWSER) $(BIN)/python -m pytest -q

@@ -28,6 +28,7 @@ def _settings(**overrides: object) -> Settings:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replica probe otherwise
 
 
 @models_cli.command("prepare")
@@ -382,7 +383,7 @@ def fleet(
     import urllib.request
 
     from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
-    from app.engine.vllm_engine import _on_gpu
+    from app.engine.vllm_engine import cuda_available
     from app.fleet.launcher import ReplicaSpec, core_sets, start_replica
 
     settings = _settings()
@@ -393,7 +394,7 @@ def fleet(
     except ModelPrepareError as exc:
         typer.secho(f"tailor fleet: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    cores = [None] * replicas if _on_gpu() else core_sets(replicas)
+    cores = [None] * replicas if cuda_available() else core_sets(replicas)
     logs = settings.data_dir / "fleet"
     procs = []
     urls = []

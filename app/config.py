@@ -141,7 +141,10 @@ class EngineSettings(BaseModel):
         gt=0,
         le=60,
         description="Backend remote: first wait before probing a replica that went down; doubles "
-        "per failed probe, at most 30 s.",
+        "per failed probe up to probe_backoff_max_s.",
+    )
+    probe_backoff_max_s: float = Field(
+        5.0, gt=0, le=600, description="Backend remote: longest wait between probes of a down replica."
     )
     probe_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Backend remote: longest wait for a probe (health, models, metrics)."

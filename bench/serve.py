@@ -100,10 +100,10 @@ class EngineTarget:
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from app.engine.vllm_engine import VLLMEngine, _apply_environment, _on_gpu
+        from app.engine.vllm_engine import VLLMEngine, _apply_environment, cuda_available
 
-        _apply_environment(settings.engine, _on_gpu())
-        self.llm = AsyncLLM.from_engine_args(VLLMEngine(settings.engine, model)._engine_args(_on_gpu()))
+        _apply_environment(settings.engine, cuda_available())
+        self.llm = AsyncLLM.from_engine_args(VLLMEngine(settings.engine, model)._engine_args(cuda_available()))
         self.tokenizer = self.llm.get_tokenizer()
         self.params = SamplingParams(
             max_tokens=max_tokens, temperature=0, ignore_eos=True, output_kind=RequestOutputKind.DELTA
@@ -217,9 +217,9 @@ async def chat_once(client, model_name: str, messages: list[dict], max_tokens: i
 
 def vllm_server_command(settings, model: str, name: str, port: int) -> list[str]:
     """Bare vLLM OpenAI server with the engine arguments Tailor uses (a reference for HTTP cost)."""
-    from app.engine.vllm_engine import VLLMEngine, _on_gpu
+    from app.engine.vllm_engine import VLLMEngine, cuda_available
 
-    a = VLLMEngine(settings.engine, model)._engine_args(_on_gpu())
+    a = VLLMEngine(settings.engine, model)._engine_args(cuda_available())
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     cmd += ["--served-model-name", name, "--port", str(port), "--dtype", a.dtype]
     cmd += ["--max-num-seqs", str(a.max_num_seqs), "--seed", str(a.seed), "--disable-log-stats"]
@@ -358,9 +358,9 @@ def main() -> None:
     model = resolve_backbone(settings.model, settings.data_dir)
     runs: list[Run] = []
     name = served_name(model, settings.served_model_name)
-    from app.engine.vllm_engine import _apply_environment, _on_gpu
+    from app.engine.vllm_engine import _apply_environment, cuda_available
 
-    _apply_environment(settings.engine, _on_gpu())
+    _apply_environment(settings.engine, cuda_available())
     env = {
         **os.environ,
         "TAILOR_ENGINE__MAX_NUM_SEQS": str(settings.engine.max_num_seqs),

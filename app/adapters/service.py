@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import shutil
 import uuid
@@ -28,6 +29,25 @@ if TYPE_CHECKING:
     from app.catalog import Catalog
 
 log = logging.getLogger(__name__)
+
+
+def _move_into(incoming: Path, final: Path) -> None:
+    """Move a folder into the adapters dir, which may be another filesystem (a shared volume the
+    replicas of a fleet mount): copied beside ``final`` first, then renamed, so the replicas never
+    see half a folder."""
+    try:
+        incoming.rename(final)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.incoming")
+    try:
+        shutil.copytree(incoming, staging)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(incoming, ignore_errors=True)
 
 
 class AdapterService:
@@ -131,7 +151,7 @@ class AdapterService:
                 param="name",
             )
         info = await asyncio.to_thread(self._inspect, self.engine(), incoming)
-        incoming.rename(final)
+        await asyncio.to_thread(_move_into, incoming, final)
         try:
             return await self._register(name, final, source, domain=domain, info=info)
         except BaseException:

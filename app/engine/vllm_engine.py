@@ -42,7 +42,7 @@ from prompts.tokenizer import PromptTokenizer
 log = logging.getLogger(__name__)
 
 
-def _on_gpu() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
@@ -63,11 +63,11 @@ def _apply_environment(settings: EngineSettings, on_gpu: bool) -> None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
 
 
-def _dtype(settings: EngineSettings, on_gpu: bool) -> str:
+def engine_dtype(settings: EngineSettings, on_gpu: bool) -> str:
     return settings.dtype if settings.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
 
 
-def _vllm_rank(rank: int) -> int:
+def vllm_lora_rank(rank: int) -> int:
     """vLLM pre-allocates LoRA slots for one of a few ranks: the smallest that holds ``rank``."""
     for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):
         if allowed >= rank:
@@ -126,7 +126,7 @@ class VLLMEngine(Engine):
         kwargs: dict[str, Any] = {
             "model": self.model,
             "tokenizer": self.model,
-            "dtype": _dtype(s, on_gpu),
+            "dtype": engine_dtype(s, on_gpu),
             "max_model_len": plan.window if plan.known else s.max_model_len,
             "max_num_seqs": s.max_num_seqs,
             "enforce_eager": s.enforce_eager,
@@ -141,7 +141,7 @@ class VLLMEngine(Engine):
                 "enable_lora": True,
                 "max_loras": s.max_loras,
                 "max_cpu_loras": max(s.max_cpu_loras, s.max_loras),
-                "max_lora_rank": _vllm_rank(s.max_lora_rank),
+                "max_lora_rank": vllm_lora_rank(s.max_lora_rank),
             }
         overrides = plan.engine_overrides()
         if overrides:
@@ -161,7 +161,7 @@ class VLLMEngine(Engine):
         if not self.plan.known:
             return  # vLLM reads the checkpoint and says what is wrong with it, or picks the window
         space = None if on_gpu else int(self.settings.kv_cache_space_gib * GIB)
-        dtype = _dtype(self.settings, on_gpu)
+        dtype = engine_dtype(self.settings, on_gpu)
         try:
             self.kv = kv_budget(config, dtype, self.plan.window, self.settings.full_window_requests, space)
         except (KeyError, TypeError, ZeroDivisionError):
@@ -210,7 +210,7 @@ class VLLMEngine(Engine):
         from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        on_gpu = _on_gpu()
+        on_gpu = cuda_available()
         _apply_environment(self.settings, on_gpu)
         self._plan(on_gpu)
         args = self._engine_args(on_gpu)

@@ -170,7 +170,9 @@ class RemoteEngine(Engine):
                 replica.mark_up(found[replica.url], [])
                 await self._adopt_listing(replica)
             else:
-                replica.mark_down(problems.get(replica.url, "no answer"), s.probe_backoff_s)
+                replica.mark_down(
+                    problems.get(replica.url, "no answer"), s.probe_backoff_s, s.probe_backoff_max_s
+                )
                 log.warning("replica %s is not serving yet (%s); probing it", replica.url, replica.reason)
         self._monitor = asyncio.create_task(self._watch(), name="tailor-fleet-monitor")
         healthy = [r.url for r in self.replicas if r.healthy]
@@ -341,7 +343,7 @@ class RemoteEngine(Engine):
     def _down(self, replica: Replica, reason: str) -> None:
         if replica.healthy:
             log.warning("replica %s is down: %s", replica.url, reason)
-        replica.mark_down(reason, self.settings.probe_backoff_s)
+        replica.mark_down(reason, self.settings.probe_backoff_s, self.settings.probe_backoff_max_s)
         self.metrics.error(replica.url, "down")
 
     # -- the monitor: queue depth of healthy replicas, probes of the others ---------------------
@@ -363,12 +365,18 @@ class RemoteEngine(Engine):
             await self._get(replica, "/health")
             identity = await self._identify(replica)
         except Exception as exc:  # noqa: BLE001 - any failure keeps it out, with its reason
-            replica.mark_down(str(exc) or type(exc).__name__, self.settings.probe_backoff_s)
+            replica.mark_down(
+                str(exc) or type(exc).__name__,
+                self.settings.probe_backoff_s,
+                self.settings.probe_backoff_max_s,
+            )
             return
         assert self._reference is not None
         diff = self._reference.differences(identity)
         if diff:
-            replica.mark_down(f"serves {', '.join(diff)}", self.settings.probe_backoff_s)
+            replica.mark_down(
+                f"serves {', '.join(diff)}", self.settings.probe_backoff_s, self.settings.probe_backoff_max_s
+            )
             replica.state = "mismatched"
             log.error("replica %s kept out: it serves %s", replica.url, ", ".join(diff))
             return

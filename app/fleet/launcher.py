@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.engine.vllm_engine import _dtype, _vllm_rank
+from app.engine.vllm_engine import engine_dtype, vllm_lora_rank
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def replica_command(settings: Settings, model: str, spec: ReplicaSpec, host: str
         "--port",
         str(spec.port),
         "--dtype",
-        _dtype(e, on_gpu=spec.cores is None),
+        engine_dtype(e, on_gpu=spec.cores is None),
         "--enable-prompt-embeds",
         "--seed",
         str(e.seed),
@@ -88,7 +88,7 @@ def replica_command(settings: Settings, model: str, spec: ReplicaSpec, host: str
             "--max-cpu-loras",
             str(max(e.max_cpu_loras, e.max_loras)),
             "--max-lora-rank",
-            str(_vllm_rank(e.max_lora_rank)),
+            str(vllm_lora_rank(e.max_lora_rank)),
         ]
     if e.server_api_key:
         cmd += ["--api-key", e.server_api_key]

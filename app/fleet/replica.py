@@ -91,14 +91,14 @@ class Replica:
                 return name
         return None
 
-    def mark_down(self, reason: str, backoff: float) -> None:
+    def mark_down(self, reason: str, backoff: float, most: float = 5.0) -> None:
         """Out of routing until a probe of its ``/health`` answers; what it held is forgotten
         (a restarted replica holds nothing)."""
         if self.state == "healthy":
             self.failures = 0
         self.state, self.reason = "unhealthy", reason
         self.failures += 1
-        self.retry_at = time.monotonic() + min(backoff * 2 ** (self.failures - 1), 30.0)
+        self.retry_at = time.monotonic() + min(backoff * 2 ** min(self.failures - 1, 16), most)
         self.resident.clear()
         self.since = time.monotonic()
 
