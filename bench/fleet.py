@@ -1,7 +1,7 @@
 """Tailor over a fleet of vLLM replicas (backend remote), measured on this machine.
 
 Every part starts its own replicas (``app.fleet.launcher``, as ``tailor fleet`` does) and Tailor
-(``tailor serve`` subprocesses), drives them over HTTP and writes ``bench/results/fleet-<part>.json``.
+(``tailor serve`` subprocesses), drives them over HTTP and writes ``docs/results/fleet-<part>.json``.
 
     python bench/fleet.py correctness   # greedy outputs: remote == embedded (base, LoRA, prompt tuning, RAG)
     python bench/fleet.py failover      # kill -9 one of two replicas under 8 streaming clients; rejoin time
@@ -29,7 +29,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "docs" / "results"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.checkpoints.prepare import prepare_backbone  # noqa: E402

@@ -8,7 +8,7 @@ prefixes (vLLM's prefix cache) — and the policies are the service's own object
 
     python bench/fleet_sim.py [--requests 20000] [--replicas 16] [--adapters 500]
 
-Writes ``bench/results/fleet-sim.json`` and ``docs/fleet-sim.svg`` (adapter loads per request, p99
+Writes ``docs/results/fleet-sim.json`` and ``docs/fleet-sim.svg`` (adapter loads per request, p99
 queueing and prefix-cache hit rate per policy, at three loads).
 
 Service-time model (units of one decode of a request): 1.0 decode + 0.4 prefill (0.1 when the
@@ -227,8 +227,8 @@ def main() -> None:
             )
             print(name, load, results[name][str(load)], flush=True)
     out = {"config": vars(args), "results": results}
-    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "fleet-sim.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "docs" / "results" / "fleet-sim.json").write_text(json.dumps(out, indent=2))
     svg(results, loads, ROOT / "docs" / "fleet-sim.svg")
 
 
