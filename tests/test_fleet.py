@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -132,6 +133,11 @@ def roai(remote) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{remote.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
+def _metric(client: httpx.Client, name: str) -> float:
+    lines = client.get("/metrics").text.splitlines()
+    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name + "{"))
+
+
 def _engine(server) -> RemoteEngine:
     return server.server.config.app.state.tailor.engine
 
@@ -215,6 +221,17 @@ def test_an_adapter_loads_on_the_replica_it_is_routed_to_and_serves_from_either(
         assert 'reason="resident"' in rhttp.get("/metrics").text
     finally:
         engine.policy = RoundRobin()
+    # 8 concurrent first requests for a new adapter: one load per replica, shared by its requests
+    blue = make_adapter(model_path, shared / "src-blue", 3)
+    assert rhttp.post("/v1/adapters", json={"name": "blue", "path": blue.name}).status_code == 201
+    loads = _metric(rhttp, "tailor_replica_adapter_loads_total")
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda _: _chat(roai, "blue"), range(8)))
+    assert len(set(outs)) == 1
+    held = [u for u in urls if any(a.startswith("blue@") for a in engine._by_url[u].resident)]
+    # add_adapter loaded it on one replica already; the requests loaded it on the other, once
+    assert held == urls
+    assert _metric(rhttp, "tailor_replica_adapter_loads_total") - loads == 1
     # deleted: unloaded everywhere
     assert rhttp.delete("/v1/adapters/red").status_code == 200
     for u in urls:

@@ -23,7 +23,7 @@ from app.adapters.errors import AdapterError
 from app.adapters.inspect import CONFIG, WEIGHTS, AdapterInfo, inspect_adapter
 from app.adapters.registry import AdapterEntry, AdapterRegistry, Source, check_name, resolve_inside
 from app.engine import Engine
-from app.engine.base import EngineError
+from app.engine.base import EngineError, EngineUnavailable
 
 if TYPE_CHECKING:
     from app.catalog import Catalog
@@ -101,6 +101,8 @@ class AdapterService:
         )
         try:
             await engine.add_adapter(entry.ref(self.root))
+        except EngineUnavailable as exc:  # no replica of a fleet serving: nothing wrong with the adapter
+            raise AdapterError(503, str(exc), code="engine_unavailable") from exc
         except EngineError as exc:
             raise AdapterError(400, str(exc), code="invalid_adapter", param="path") from exc
         try:

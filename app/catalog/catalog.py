@@ -171,7 +171,7 @@ class Catalog:
             label = _LABEL.get(kind, kind)
             return CatalogError(
                 409,
-                f"A {label} named '{name}' already exists; delete it first.",
+                f"{'An' if label[0] in 'aeiou' else 'A'} {label} named '{name}' already exists; delete it first.",
                 code=f"{kind}_exists",
                 param="name",
             )

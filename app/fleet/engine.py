@@ -127,6 +127,8 @@ class RemoteEngine(Engine):
         self._prefix: Any = None
         self._overrides: dict[str, Any] = {}
         self._stopped = False
+        #: Registered adapters' names on the replicas, by engine id (see ``served_adapter``).
+        self._names: dict[int, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -451,7 +453,8 @@ class RemoteEngine(Engine):
         """Load the adapter where requests for it will go first, so a bad one fails now."""
         if not self.max_lora_rank:
             raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
-        name = served_adapter(adapter)
+        name = await asyncio.to_thread(served_adapter, adapter)  # reads the folder: off the loop
+        self._names[adapter.id] = name
         for replica in self.replicas:
             replica.refused.pop(name, None)
         errors = []
@@ -470,7 +473,7 @@ class RemoteEngine(Engine):
 
     async def remove_adapter(self, adapter: AdapterRef) -> None:
         """Unload everywhere (the catalog calls this once no request holds the adapter)."""
-        name = served_adapter(adapter)
+        name = self._names.pop(adapter.id, None) or await asyncio.to_thread(served_adapter, adapter)
         for replica in self.replicas:
             pending = replica.loading.get(name)
             if pending is not None:
@@ -479,6 +482,14 @@ class RemoteEngine(Engine):
             replica.refused.pop(name, None)
             if replica.resident.pop(name, 0) is None:
                 await self._unload_on(replica, name)
+
+    def _served(self, ref: AdapterRef) -> str:
+        """The replicas' name of a registered adapter (named once, at registration: a request never
+        reads the adapters volume on the event loop)."""
+        name = self._names.get(ref.id)
+        if name is None:
+            raise InvalidEngineRequest(f"adapter '{ref.name}' is not registered with the engine")
+        return name
 
     # -- routing -------------------------------------------------------------------------------
     def _ranked(self, key: RouteKey, tried: set[str]) -> list[Replica]:
@@ -565,7 +576,7 @@ class RemoteEngine(Engine):
             raise EngineUnavailable("the engine is not running")
         if request.adapter is not None and not self.max_lora_rank:
             raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
-        adapter = served_adapter(request.adapter) if request.adapter is not None else None
+        adapter = self._served(request.adapter) if request.adapter is not None else None
         key = RouteKey(adapter, request.affinity or (request.adapter.name if request.adapter else None))
         k = request.options.logprobs
         tried: set[str] = set()

@@ -105,6 +105,12 @@ def replica_env(settings: Settings, spec: ReplicaSpec) -> dict[str, str]:
         "VLLM_DO_NOT_TRACK": "1",
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
     }
+    if settings.engine.preload_tcmalloc and "tcmalloc" not in env.get("LD_PRELOAD", ""):
+        import ctypes.util
+
+        lib = ctypes.util.find_library("tcmalloc_minimal")
+        if lib is not None:  # as `tailor serve` does for its own engine: a heap that levels off
+            env["LD_PRELOAD"] = f"{lib} {env.get('LD_PRELOAD', '')}".strip()
     if spec.cores is not None:
         # vLLM reads a whole number of GiB here
         env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(settings.engine.kv_cache_space_gib)))
