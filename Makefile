@@ -78,7 +78,7 @@ fleet: models
 	$(BIN)/tailor fleet --replicas $(REPLICAS) --port $(FLEET_PORT)
 
 test: models browser
-	TAILOR_TEST_OCR=$(OCR) TAILOR_TEST_BROWSER=$(BROWSER) $(BIN)/python -m pytest -q
+	TAILOR_TEST_OCR=$(OCR) TAILOR_TEST_BROWSER=$(BROWSER) $(BIN)/python -m pytest -q --durations=25
 
 # The console's screenshots in docs/console (README), taken by its browser test.
 console-shots: models browser
