@@ -1,4 +1,4 @@
-"""The routing policies on their own (pure code: the service and bench/fleet_sim.py share it)."""
+"""The fleet's pure pieces: routing policies (shared with bench/fleet_sim.py), replica flags, settings."""
 
 from __future__ import annotations
 
@@ -114,3 +114,53 @@ def test_unknown_policy_names_are_refused() -> None:
     assert make_policy("least_loaded").name == "least_loaded"
     with pytest.raises(ValueError, match="unknown routing policy"):
         make_policy("random")
+
+
+def test_tailor_fleet_starts_replicas_with_the_flags_the_remote_backend_needs(
+    model_path: str, tmp_path
+) -> None:
+    from app.config import Settings
+    from app.fleet.launcher import ReplicaSpec, core_sets, replica_command, replica_env
+
+    settings = Settings(
+        data_dir=tmp_path,
+        model=model_path,
+        served_model_name="smol",
+        engine={"max_model_len": 2048, "max_loras": 2, "max_cpu_loras": 3, "max_lora_rank": 12},
+    )
+    cmd = replica_command(settings, model_path, ReplicaSpec(port=8123, cores="1"))
+    flags = " ".join(cmd)
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    for flag in (
+        "--served-model-name smol",
+        "--port 8123",
+        "--dtype float32",
+        "--max-model-len 2048",
+        "--enable-prompt-embeds",
+        "--enable-lora",
+        "--max-loras 2",
+        "--max-cpu-loras 3",
+        "--max-lora-rank 16",  # vLLM pre-allocates one of its fixed ranks: the smallest that holds 12
+    ):
+        assert flag in flags, flag
+    env = replica_env(settings, ReplicaSpec(port=8123, cores="1"))
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1" and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert core_sets(2, cpus=2) == ["0", "1"]
+    assert core_sets(2, cpus=8) == ["0-3", "4-7"]
+    assert core_sets(3, cpus=2) == ["0", "1", "0"]
+
+
+def test_remote_backend_settings_are_checked() -> None:
+    from pydantic import ValidationError
+
+    from app.config import EngineSettings
+
+    with pytest.raises(ValidationError, match="needs engine.servers"):
+        EngineSettings(backend="remote")
+    with pytest.raises(ValidationError, match="not an http"):
+        EngineSettings(backend="remote", servers="h1:8001")
+    assert EngineSettings(backend="remote", servers=" http://a:1/, http://b:2 ").server_urls == [
+        "http://a:1",
+        "http://b:2",
+    ]
