@@ -548,7 +548,11 @@ class RemoteEngine(Engine):
                     if payload is None:
                         continue
                     if "error" in payload and not payload.get("choices"):
-                        raise ReplicaDown(f"error event: {error_message(line[5:].encode())}")
+                        # vLLM reports a failure of this request in the stream (the replica itself
+                        # stays in routing: a dead engine fails its probes instead)
+                        raise InvalidEngineRequest(
+                            f"the replica reported: {error_message(line[5:].encode())}"
+                        )
                     out = deltas(payload, k, self._decode)
                     if out:
                         started = True
