@@ -66,6 +66,16 @@ class Constraint:
     kind: Literal["json", "json_object", "regex", "choice"]
     value: Any = None
 
+    def fields(self) -> dict[str, Any]:
+        """As vLLM's ``StructuredOutputsParams`` fields (embedded) or ``structured_outputs`` (HTTP)."""
+        if self.kind == "json":
+            return {"json": self.value}
+        if self.kind == "json_object":
+            return {"json_object": True}
+        if self.kind == "regex":
+            return {"regex": self.value}
+        return {"choice": list(self.value)}
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -88,6 +98,27 @@ class SamplingOptions:
     #: None: no log-probabilities; k >= 0: the sampled token's plus the k most likely.
     logprobs: int | None = None
     constraint: Constraint | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Everything but the constraint, under vLLM's ``SamplingParams`` names (the same names its
+        completion route takes)."""
+        return {
+            "n": self.n,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "min_tokens": self.min_tokens,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repetition_penalty": self.repetition_penalty,
+            "stop": list(self.stop),
+            "stop_token_ids": list(self.stop_token_ids),
+            "seed": self.seed,
+            "ignore_eos": self.ignore_eos,
+            "logprobs": self.logprobs,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +185,20 @@ class EngineRequest:
     @property
     def prompt_tokens(self) -> int:
         return self.prompt.length
+
+
+#: The log-probability reported for a token a constraint ruled out (JSON has no -inf; vLLM's value).
+LOGPROB_FLOOR = -9999.0
+
+
+def check_continuation(prompt: EngineInput, continuation: list[int], window: int) -> None:
+    """What every engine refuses to score (``continuation_logprob``)."""
+    if not continuation:
+        raise InvalidEngineRequest("the continuation is empty")
+    if len(prompt.token_ids) + len(continuation) >= window:
+        raise InvalidEngineRequest("the prompt and continuation do not fit the window")
+    if prompt.soft_prompt is not None and prompt.soft_prompt.kind == "prefix":
+        raise InvalidEngineRequest("scoring with a prefix-tuning soft prompt is not supported")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Any
 
 from app.config import EngineSettings
 from app.engine.base import (
+    LOGPROB_FLOOR,
     AdapterRef,
-    Constraint,
     Engine,
     EngineInput,
     EngineOverloaded,
@@ -31,6 +31,7 @@ from app.engine.base import (
     OutputDelta,
     SamplingOptions,
     TokenLogprob,
+    check_continuation,
 )
 from app.engine.embeds import embedding_table, prompt_embeds
 from app.engine.failures import start_failure
@@ -75,26 +76,9 @@ def vllm_lora_rank(rank: int) -> int:
     return 512
 
 
-_FLOOR = -9999.0
-
-
 def _finite(value: float) -> float:
     """JSON has no -inf: tokens a constraint ruled out get vLLM's -9999.0."""
-    return value if math.isfinite(value) else _FLOOR
-
-
-def _structured(constraint: Constraint | None) -> Any:
-    if constraint is None:
-        return None
-    from vllm.sampling_params import StructuredOutputsParams
-
-    if constraint.kind == "json":
-        return StructuredOutputsParams(json=constraint.value)
-    if constraint.kind == "json_object":
-        return StructuredOutputsParams(json_object=True)
-    if constraint.kind == "regex":
-        return StructuredOutputsParams(regex=constraint.value)
-    return StructuredOutputsParams(choice=list(constraint.value))
+    return value if math.isfinite(value) else LOGPROB_FLOOR
 
 
 class VLLMEngine(Engine):
@@ -337,12 +321,7 @@ class VLLMEngine(Engine):
 
         if not self.ready:
             raise EngineUnavailable("the engine is not running")
-        if not continuation:
-            raise InvalidEngineRequest("the continuation is empty")
-        if len(prompt.token_ids) + len(continuation) >= self.max_model_len:
-            raise InvalidEngineRequest("the prompt and continuation do not fit the window")
-        if prompt.soft_prompt is not None and prompt.soft_prompt.kind == "prefix":
-            raise InvalidEngineRequest("scoring with a prefix-tuning soft prompt is not supported")
+        check_continuation(prompt, continuation, self.max_model_len)
         total = 0.0
         lora = self._lora_request(adapter)
         for j, token in enumerate(continuation):
@@ -361,27 +340,15 @@ class VLLMEngine(Engine):
     # -- generation ----------------------------------------------------------------------------
     def _sampling_params(self, o: SamplingOptions) -> Any:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        fields = o.fields()
+        fields["stop"] = fields["stop"] or None
+        fields["stop_token_ids"] = fields["stop_token_ids"] or None
         try:
+            structured = StructuredOutputsParams(**o.constraint.fields()) if o.constraint else None
             return SamplingParams(
-                n=o.n,
-                max_tokens=o.max_tokens,
-                temperature=o.temperature,
-                top_p=o.top_p,
-                top_k=o.top_k,
-                min_p=o.min_p,
-                min_tokens=o.min_tokens,
-                presence_penalty=o.presence_penalty,
-                frequency_penalty=o.frequency_penalty,
-                repetition_penalty=o.repetition_penalty,
-                stop=list(o.stop) or None,
-                stop_token_ids=list(o.stop_token_ids) or None,
-                seed=o.seed,
-                ignore_eos=o.ignore_eos,
-                logprobs=o.logprobs,
-                structured_outputs=_structured(o.constraint),
-                output_kind=RequestOutputKind.DELTA,
+                **fields, structured_outputs=structured, output_kind=RequestOutputKind.DELTA
             )
         except ValueError as exc:  # vLLM's validation errors subclass ValueError
             raise InvalidEngineRequest(str(exc)) from exc
@@ -402,7 +369,7 @@ class VLLMEngine(Engine):
                 TokenLogprob(
                     token_id=token_id,
                     token=self._token_text(token_id, chosen),
-                    logprob=_finite(chosen.logprob) if chosen is not None else _FLOOR,
+                    logprob=_finite(chosen.logprob) if chosen is not None else LOGPROB_FLOOR,
                     top=tuple((self._token_text(tid, lp), _finite(lp.logprob)) for _, tid, lp in ranked),
                 )
             )

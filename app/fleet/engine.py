@@ -41,6 +41,7 @@ from app.engine.base import (
     InvalidEngineRequest,
     OutputDelta,
     SamplingOptions,
+    check_continuation,
 )
 from app.engine.embeds import embedding_table, prompt_embeds
 from app.fleet.metrics import FleetMetrics
@@ -667,12 +668,7 @@ class RemoteEngine(Engine):
         self, prompt: EngineInput, continuation: list[int], request_id: str, adapter: AdapterRef | None = None
     ) -> float:
         """Token by token, each forced with ``allowed_token_ids`` (as the embedded engine scores)."""
-        if not continuation:
-            raise InvalidEngineRequest("the continuation is empty")
-        if len(prompt.token_ids) + len(continuation) >= self.max_model_len:
-            raise InvalidEngineRequest("the prompt and continuation do not fit the window")
-        if prompt.soft_prompt is not None and prompt.soft_prompt.kind == "prefix":
-            raise InvalidEngineRequest("scoring with a prefix-tuning soft prompt is not supported")
+        check_continuation(prompt, continuation, self.max_model_len)
         total = 0.0
         options = SamplingOptions(max_tokens=1, temperature=0.0, logprobs=0)
         for j, token in enumerate(continuation):

@@ -17,47 +17,16 @@ import io
 import json
 from typing import Any
 
-from app.engine.base import Constraint, EngineRequest, OutputDelta, SamplingOptions, TokenLogprob
-
-_FLOOR = -9999.0
-
-
-def _structured(constraint: Constraint | None) -> dict[str, Any] | None:
-    if constraint is None:
-        return None
-    if constraint.kind == "json":
-        return {"json": constraint.value}
-    if constraint.kind == "json_object":
-        return {"json_object": True}
-    if constraint.kind == "regex":
-        return {"regex": constraint.value}
-    return {"choice": list(constraint.value)}
+from app.engine.base import LOGPROB_FLOOR, EngineRequest, OutputDelta, SamplingOptions, TokenLogprob
 
 
 def sampling_fields(o: SamplingOptions) -> dict[str, Any]:
-    """``SamplingOptions`` as vLLM's completion request fields (same names as ``SamplingParams``)."""
-    body: dict[str, Any] = {
-        "n": o.n,
-        "max_tokens": o.max_tokens,
-        "temperature": o.temperature,
-        "top_p": o.top_p,
-        "top_k": o.top_k,
-        "min_p": o.min_p,
-        "min_tokens": o.min_tokens,
-        "presence_penalty": o.presence_penalty,
-        "frequency_penalty": o.frequency_penalty,
-        "repetition_penalty": o.repetition_penalty,
-        "stop": list(o.stop),
-        "stop_token_ids": list(o.stop_token_ids),
-        "ignore_eos": o.ignore_eos,
-    }
-    if o.seed is not None:
-        body["seed"] = o.seed
+    """``SamplingOptions`` as vLLM's completion request fields."""
+    body = {k: v for k, v in o.fields().items() if v is not None}
     if o.logprobs is not None:
-        body |= {"logprobs": o.logprobs, "return_tokens_as_token_ids": True}
-    structured = _structured(o.constraint)
-    if structured is not None:
-        body["structured_outputs"] = structured
+        body["return_tokens_as_token_ids"] = True
+    if o.constraint is not None:
+        body["structured_outputs"] = o.constraint.fields()
     return body
 
 
@@ -104,7 +73,7 @@ def token_logprobs(lp: dict[str, Any], ids: list[int], k: int, decode) -> tuple[
     tops = lp.get("top_logprobs") or []
     for i, key in enumerate(tokens):
         token_id = _token_id(key) if key.startswith("token_id:") else (ids[i] if i < len(ids) else -1)
-        value = values[i] if i < len(values) and values[i] is not None else _FLOOR
+        value = values[i] if i < len(values) and values[i] is not None else LOGPROB_FLOOR
         top = dict(tops[i] or {}) if i < len(tops) else {}
         if len(top) > k:
             top.pop(key, None)
