@@ -127,9 +127,12 @@ class RemoteEngine(Engine):
         self._table: Any = None
         self._prefix: Any = None
         self._overrides: dict[str, Any] = {}
+        self._probe_ids: tuple[int, ...] = ()
         self._stopped = False
         #: Registered adapters' names on the replicas, by engine id (see ``served_adapter``).
         self._names: dict[int, str] = {}
+        #: Their folders as the replicas see the shared volume, by replicas' name.
+        self._paths: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,12 +202,13 @@ class RemoteEngine(Engine):
             AutoTokenizer.from_pretrained(self.model, split_special_tokens=True),
         )
         self._decoder = AutoTokenizer.from_pretrained(self.model)
+        self._probe_ids = tuple(self._decoder.encode(PROBE_TEXT, add_special_tokens=False))
         with contextlib.suppress(Exception):
             self._overrides = plan_window(self.settings, model_config(self.model)).transformers_overrides()
 
     def _check_fleet(self, found: dict[str, Identity]) -> None:
         """Every answering replica serves one backbone, the one Tailor tokenizes for."""
-        local = tuple(self._decoder.encode(PROBE_TEXT, add_special_tokens=False))
+        local = self._probe_ids
         urls = list(found)
         first = found[urls[0]]
         lines = []
@@ -401,7 +405,7 @@ class RemoteEngine(Engine):
         return ref.path
 
     async def _load_on(self, replica: Replica, ref: AdapterRef, name: str) -> None:
-        path = self._replica_path(ref)
+        path = self._paths.get(name) or ref.path
         resp = await self._post(replica, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
         if resp.status_code == 200:
             self.metrics.adapter_load(replica.url)
@@ -454,7 +458,9 @@ class RemoteEngine(Engine):
         """Load the adapter where requests for it will go first, so a bad one fails now."""
         if not self.max_lora_rank:
             raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
-        name = await asyncio.to_thread(served_adapter, adapter)  # reads the folder: off the loop
+        # both read the adapters volume: off the loop, once per registration
+        name = await asyncio.to_thread(served_adapter, adapter)
+        self._paths[name] = await asyncio.to_thread(self._replica_path, adapter)
         self._names[adapter.id] = name
         for replica in self.replicas:
             replica.refused.pop(name, None)
@@ -475,6 +481,7 @@ class RemoteEngine(Engine):
     async def remove_adapter(self, adapter: AdapterRef) -> None:
         """Unload everywhere (the catalog calls this once no request holds the adapter)."""
         name = self._names.pop(adapter.id, None) or await asyncio.to_thread(served_adapter, adapter)
+        self._paths.pop(name, None)
         for replica in self.replicas:
             pending = replica.loading.get(name)
             if pending is not None:
