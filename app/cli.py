@@ -378,7 +378,9 @@ def fleet(
     TAILOR_ENGINE__SERVERS value once every replica answers /health; a replica that exits is
     started again (--no-restart: left down); Ctrl-C stops them all.
     """
+    import contextlib
     import signal
+    import subprocess
     import time
     import urllib.request
 
@@ -417,9 +419,6 @@ def fleet(
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-
-    import contextlib
-    import subprocess
 
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
     try:
