@@ -114,6 +114,7 @@ class Replica:
             "url": self.url,
             "state": self.state,
             "reason": self.reason,
+            "for_s": round(time.monotonic() - self.since, 1),
             "outstanding": self.outstanding,
             "waiting": self.waiting,
             "adapters": list(self.resident),
