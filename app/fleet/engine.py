@@ -382,9 +382,11 @@ class RemoteEngine(Engine):
         diff = self._reference.differences(identity)
         if diff:
             replica.mark_down(
-                f"serves {', '.join(diff)}", self.settings.probe_backoff_s, self.settings.probe_backoff_max_s
+                f"serves {', '.join(diff)}",
+                self.settings.probe_backoff_s,
+                self.settings.probe_backoff_max_s,
+                state="mismatched",
             )
-            replica.state = "mismatched"
             log.error("replica %s kept out: it serves %s", replica.url, ", ".join(diff))
             return
         replica.mark_up(identity, [])

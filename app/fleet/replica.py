@@ -91,16 +91,18 @@ class Replica:
                 return name
         return None
 
-    def mark_down(self, reason: str, backoff: float, most: float = 5.0) -> None:
+    def mark_down(self, reason: str, backoff: float, most: float = 5.0, state: State = "unhealthy") -> None:
         """Out of routing until a probe of its ``/health`` answers; what it held is forgotten
-        (a restarted replica holds nothing)."""
+        (a restarted replica holds nothing). ``mismatched``: it answers but serves another backbone."""
+        now = time.monotonic()
         if self.state == "healthy":
             self.failures = 0
-        self.state, self.reason = "unhealthy", reason
+        if self.state != state:
+            self.since = now
+        self.state, self.reason = state, reason
         self.failures += 1
-        self.retry_at = time.monotonic() + min(backoff * 2 ** min(self.failures - 1, 16), most)
+        self.retry_at = now + min(backoff * 2 ** min(self.failures - 1, 16), most)
         self.resident.clear()
-        self.since = time.monotonic()
 
     def mark_up(self, identity: Identity, resident: list[str]) -> None:
         self.state, self.reason, self.identity = "healthy", None, identity
