@@ -443,6 +443,8 @@ def fleet(
             for i, p in enumerate(procs):
                 if p.poll() is None:
                     continue
+                with contextlib.suppress(ProcessLookupError):  # its engine processes, if they outlived it
+                    os.killpg(p.pid, signal.SIGKILL)
                 if not restart:
                     typer.secho(f"replica {urls[i]} exited ({p.returncode})", fg="red", err=True)
                     if all(q.poll() is not None for q in procs):

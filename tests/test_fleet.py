@@ -333,6 +333,8 @@ def test_failover_when_a_replica_is_killed_under_streaming_load(
         time.sleep(0.05)
     time.sleep(0.5)
     f.kill(urls[1])
+    # it comes back at its address serving another window (booting while the streams finish)
+    f.start("1", window=1024, port=int(urls[1].rsplit(":", 1)[1]))
     for t in threads:
         t.join(180)
     streams = [results[i] for i in range(8)]
@@ -355,12 +357,10 @@ def test_failover_when_a_replica_is_killed_under_streaming_load(
     health = rhttp.get("/health")
     assert health.status_code == 200
     states = {r["url"]: r["state"] for r in health.json()["engine"]["replicas"]}
-    assert states == {urls[0]: "healthy", urls[1]: "unhealthy"}
+    assert states[urls[0]] == "healthy" and states[urls[1]] in ("unhealthy", "mismatched"), states
     assert 'kind="interrupted"' in rhttp.get("/metrics").text
 
-    # the replica comes back at its address serving another window: the running Tailor's probe
-    # keeps it out, and a new Tailor refuses the fleet
-    f.start("1", window=1024, port=int(urls[1].rsplit(":", 1)[1]))
+    # back with another window: the running Tailor's probe keeps it out, a new Tailor refuses the fleet
     _wait_healthy(urls[1], f.procs[urls[1]])
     replica = engine._by_url[urls[1]]
     deadline = time.monotonic() + 60
