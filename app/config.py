@@ -189,8 +189,22 @@ class EngineSettings(BaseModel):
         "at start (on CPU against kv_cache_space_gib) with the space it would take.",
     )
     kv_cache_space_gib: float = Field(
-        2.0, gt=0, le=1024, description="KV-cache memory on CPU machines (VLLM_CPU_KVCACHE_SPACE)."
+        2.0,
+        gt=0,
+        le=1024,
+        description="KV-cache memory on CPU machines (VLLM_CPU_KVCACHE_SPACE), in whole GiB: vLLM's "
+        "CPU backend reads an integer.",
     )
+
+    @field_validator("kv_cache_space_gib")
+    @classmethod
+    def _whole_gib(cls, value: float) -> float:
+        if value != int(value):
+            raise ValueError(
+                f"kv_cache_space_gib must be a whole number of GiB (vLLM's CPU backend), not {value:g}"
+            )
+        return value
+
     gpu_memory_utilization: float = Field(
         0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may use (GPU machines only)."
     )
