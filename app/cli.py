@@ -69,7 +69,6 @@ def serve(
     """
     import uvicorn
 
-    from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
     from app.datadir import DataDirBusy, StateLocks
     from app.main import create_app
 
@@ -89,13 +88,7 @@ def serve(
     except DataDirBusy as exc:
         typer.secho(f"tailor: cannot start: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    try:
-        if not settings.model:
-            prepare_backbone(settings.data_dir)
-        model = resolve_backbone(settings.model, settings.data_dir)
-    except ModelPrepareError as exc:
-        typer.secho(f"tailor: cannot start: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
+    model = _backbone(settings, "tailor: cannot start")
     _check_window(settings, model)
 
     try:
@@ -129,6 +122,20 @@ def serve(
     if not server.started:
         typer.secho("tailor: the server did not start (see the log above)", fg="red", err=True)
         raise typer.Exit(3)
+
+
+def _backbone(settings: Settings, context: str) -> str:
+    """The backbone's checkpoint dir (the bundled model prepared first if none is configured);
+    exits 1 with the reason when it cannot be had."""
+    from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
+
+    try:
+        if not settings.model:
+            prepare_backbone(settings.data_dir)
+        return resolve_backbone(settings.model, settings.data_dir)
+    except ModelPrepareError as exc:
+        typer.secho(f"{context}: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _check_window(settings: Settings, model: str) -> None:
@@ -384,18 +391,11 @@ def fleet(
     import time
     import urllib.request
 
-    from app.checkpoints.prepare import ModelPrepareError, prepare_backbone, resolve_backbone
     from app.engine.vllm_engine import cuda_available
     from app.fleet.launcher import ReplicaSpec, core_sets, start_replica
 
     settings = _settings()
-    try:
-        if not settings.model:
-            prepare_backbone(settings.data_dir)
-        model = resolve_backbone(settings.model, settings.data_dir)
-    except ModelPrepareError as exc:
-        typer.secho(f"tailor fleet: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
+    model = _backbone(settings, "tailor fleet")
     cores = [None] * replicas if cuda_available() else core_sets(replicas)
     logs = settings.data_dir / "fleet"
     procs = []

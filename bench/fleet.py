@@ -35,6 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from app.checkpoints.prepare import prepare_backbone  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.fleet.launcher import ReplicaSpec, start_replica  # noqa: E402
+from tests.lora import make_adapter  # noqa: E402 - the seeded PEFT LoRA the tests use
+from tests.soft import peft_prompt, save_peft  # noqa: E402
 
 WINDOW = 2048
 
@@ -119,41 +121,9 @@ class Bench:
             stop(proc)
 
 
-def make_adapter(model: str, out: Path, seed: int, rank: int = 8) -> Path:
-    """A PEFT LoRA with seeded random weights strong enough to change outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    if (out / "adapter_model.safetensors").exists():
-        return out
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    cfg = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
-    )
-    peft = get_peft_model(base, cfg)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.mul_(3.0)
-    peft.save_pretrained(str(out), safe_serialization=True)
-    return out
-
-
 def prompt_tuning_files(model: str, out: Path) -> dict[str, bytes]:
-    import torch
-    from peft import PromptTuningConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(5)
-    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    peft = get_peft_model(
-        base,
-        PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8, prompt_tuning_init="SAMPLE_VOCAB"),
-    )
-    peft.save_pretrained(str(out), safe_serialization=True)
-    return {n: (out / n).read_bytes() for n in ("adapter_config.json", "adapter_model.safetensors")}
+    """A seeded PEFT prompt-tuning soft prompt (8 virtual tokens), as the import route takes it."""
+    return save_peft(peft_prompt(model, "prompt_tuning", seed=5), out)
 
 
 QUESTIONS = [
