@@ -103,7 +103,9 @@ class EngineTarget:
         from app.engine.vllm_engine import VLLMEngine, _apply_environment, cuda_available
 
         _apply_environment(settings.engine, cuda_available())
-        self.llm = AsyncLLM.from_engine_args(VLLMEngine(settings.engine, model)._engine_args(cuda_available()))
+        self.llm = AsyncLLM.from_engine_args(
+            VLLMEngine(settings.engine, model)._engine_args(cuda_available())
+        )
         self.tokenizer = self.llm.get_tokenizer()
         self.params = SamplingParams(
             max_tokens=max_tokens, temperature=0, ignore_eos=True, output_kind=RequestOutputKind.DELTA

@@ -201,7 +201,9 @@ async def collect(engine: Engine, requests: Sequence[EngineRequest], request_id:
         gen = Generation(prompt_tokens=sum(r.prompt_tokens for r in requests))
         gen.choices = [ChoiceResult() for r in requests for _ in range(r.options.n)]
         try:
-            async for item in stream_deltas(engine, requests, f"{request_id}-{attempt}" if attempt > 1 else request_id):
+            async for item in stream_deltas(
+                engine, requests, f"{request_id}-{attempt}" if attempt > 1 else request_id
+            ):
                 choice = gen.choices[item.index]
                 choice.text += item.delta.text
                 choice.num_tokens += item.delta.num_tokens
