@@ -380,3 +380,23 @@ def test_failover_when_a_replica_is_killed_under_streaming_load(
     loop.run(fresh.stop(), timeout=30)
     assert err.value.permanent
     assert f"mismatched fleet: {urls[1]} serves window 1024 instead of {WINDOW}" in err.value.reason
+
+    # the last healthy replica dies: not ready (503 with every replica's state), requests 503 with
+    # the reason, and nothing restarts the fleet engine (it keeps probing)
+    f.kill(urls[0])
+    deadline = time.monotonic() + 30
+    while rhttp.get("/health").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    health = rhttp.get("/health")
+    assert health.status_code == 503, health.text
+    body = health.json()
+    assert "no vLLM replica is healthy" in body["reason"]
+    assert {r["url"]: r["state"] for r in body["engine"]["replicas"]} == {
+        urls[0]: "unhealthy",
+        urls[1]: "mismatched",
+    }
+    resp = rhttp.post(
+        "/v1/chat/completions", json={"model": model_name, "messages": QUESTION, "max_tokens": 4}
+    )
+    assert resp.status_code == 503, resp.text
+    assert _engine(remote) is engine  # the same engine object, still probing
