@@ -12,7 +12,7 @@ from app.protocol.documents import Source
 from app.protocol.errors import APIError
 from app.protocol.profiles import DomainProfile, RetrievalOverride, RetrievalSettings
 from indexers.store import SearchHit
-from indexers.store.sqlite_store import FilterError
+from indexers.store.filters import FilterError
 
 
 async def retrieve(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from indexers import lexical
+from indexers.store.filters import parse
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -75,14 +75,7 @@ DROP TABLE IF EXISTS chunks_fts;
 SCHEMA_VERSION = 2
 log = logging.getLogger(__name__)
 
-DOCUMENT_FIELDS = ("id", "filename", "title", "content_type", "language", "parent_id", "status", "sha256")
-CHUNK_FIELDS = ("page", "section", "sheet", "row")
-_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-
-class FilterError(ValueError):
-    """A metadata filter that cannot be applied (unknown operator, bad key or value)."""
 
 
 @dataclass
@@ -123,58 +116,36 @@ def _doc(row: sqlite3.Row) -> DocumentRecord:
     return DocumentRecord(**data)
 
 
-def _scalar(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    if value is None or isinstance(value, (int, float, str)):
-        return value
-    raise FilterError(f"filter values must be strings, numbers, booleans or null, not {type(value).__name__}")
+def _sql(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
 
 
 def compile_filter(flt: dict[str, Any] | None) -> tuple[str, list[Any]]:
-    """Turn ``{"field": value | {"$op": value}}`` into a SQL condition over ``d`` and ``c``.
-
-    Fields are document columns, chunk locations (page, section, sheet, row) or user metadata keys.
-    """
-    if not flt:
+    """The filter (``indexers.store.filters``) as a SQL condition over ``d`` and ``c``."""
+    conditions = parse(flt)
+    if not conditions:
         return "1", []
     clauses: list[str] = []
     params: list[Any] = []
-    for key, cond in flt.items():
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise FilterError(f"invalid filter field {key!r}")
+    for cond in conditions:
         prefix: list[Any] = []
-        if key == "document_id":
-            column = "d.id"
-        elif key in DOCUMENT_FIELDS:
-            column = f"d.{key}"
-        elif key in CHUNK_FIELDS:
-            column = f"c.{key}"
+        if cond.where == "document":
+            column = f"d.{cond.key}"
+        elif cond.where == "chunk":
+            column = f"c.{cond.key}"
         else:
             column = "json_extract(d.metadata, ?)"
-            prefix = [f'$."{key}"']
-        ops = cond if isinstance(cond, dict) else {"$eq": cond}
-        if not ops:
-            raise FilterError(f"empty condition for {key!r}")
-        for op, value in ops.items():
-            if op in ("$in", "$nin"):
-                if not isinstance(value, list) or not value or len(value) > 1000:
-                    raise FilterError(f"{op} needs a list of 1 to 1000 values")
-                marks = ",".join("?" * len(value))
-                neg = "NOT " if op == "$nin" else ""
-                clauses.append(f"{column} {neg}IN ({marks})")
-                params += prefix + [_scalar(v) for v in value]
-            elif op in _OPS:
-                if value is None and op in ("$eq", "$ne"):
-                    clauses.append(f"{column} IS {'NOT ' if op == '$ne' else ''}NULL")
-                    params += prefix
-                else:
-                    clauses.append(f"{column} {_OPS[op]} ?")
-                    params += prefix + [_scalar(value)]
-            else:
-                raise FilterError(
-                    f"unknown filter operator {op!r}; use one of {', '.join([*_OPS, '$in', '$nin'])}"
-                )
+            prefix = [f'$."{cond.key}"']
+        if cond.op in ("$in", "$nin"):
+            marks = ",".join("?" * len(cond.value))
+            clauses.append(f"{column} {'NOT ' if cond.op == '$nin' else ''}IN ({marks})")
+            params += prefix + [_sql(v) for v in cond.value]
+        elif cond.value is None and cond.op in ("$eq", "$ne"):
+            clauses.append(f"{column} IS {'NOT ' if cond.op == '$ne' else ''}NULL")
+            params += prefix
+        else:
+            clauses.append(f"{column} {_OPS[cond.op]} ?")
+            params += prefix + [_sql(cond.value)]
     return " AND ".join(clauses), params
 
 

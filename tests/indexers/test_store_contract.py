@@ -147,7 +147,7 @@ def test_corrupt_index_is_rebuilt(collection: Collection, chunker: Chunker, embe
 
 
 def test_filter_validation(collection: Collection) -> None:
-    from indexers.store.sqlite_store import FilterError
+    from indexers.store.filters import FilterError
 
     for bad in (
         {"kind; DROP TABLE": 1},
