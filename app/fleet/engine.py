@@ -173,8 +173,7 @@ class RemoteEngine(Engine):
         self.max_model_len = reference.max_model_len
         for replica in self.replicas:
             if replica.url in found:
-                replica.mark_up(found[replica.url], [])
-                await self._adopt_listing(replica)
+                replica.mark_up(found[replica.url])
             else:
                 replica.mark_down(
                     problems.get(replica.url, "no answer"), s.probe_backoff_s, s.probe_backoff_max_s
@@ -314,7 +313,8 @@ class RemoteEngine(Engine):
             raise ReplicaDown(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
     async def _identify(self, replica: Replica) -> Identity:
-        """What the replica serves: its base model card, tokenizer probe and greedy probe."""
+        """What the replica serves (its base model card, tokenizer probe and greedy probe) and the
+        adapters it holds, from one listing of its models."""
         t = self.settings.probe_timeout_s
         models = (await self._get(replica, "/v1/models", t)).json()["data"]
         base = next((m for m in models if not m.get("parent")), models[0])
@@ -336,16 +336,9 @@ class RemoteEngine(Engine):
         if resp.status_code != 200:
             raise ReplicaDown(f"probe completion answered {resp.status_code}: {error_message(resp.content)}")
         greedy = tuple(resp.json()["choices"][0].get("token_ids") or ())
-        return Identity(name, int(base.get("max_model_len") or 0), vocabulary, greedy)
-
-    async def _adopt_listing(self, replica: Replica) -> None:
-        """Adapters a (re)joined replica already holds under Tailor's names count as resident."""
-        with contextlib.suppress(Exception):
-            models = (await self._get(replica, "/v1/models")).json()["data"]
-            held = [m["id"] for m in models if m.get("parent") and "@" in m["id"]]
-            replica.resident.clear()
-            for name in held[: replica.capacity]:
-                replica.resident[name] = None
+        # adapters it already holds under Tailor's names (a replica that outlived a Tailor restart)
+        held = tuple(m["id"] for m in models if m.get("parent") and "@" in m["id"])
+        return Identity(name, int(base.get("max_model_len") or 0), vocabulary, greedy, held)
 
     def _down(self, replica: Replica, reason: str) -> None:
         if replica.healthy:
@@ -389,8 +382,7 @@ class RemoteEngine(Engine):
             )
             log.error("replica %s kept out: it serves %s", replica.url, ", ".join(diff))
             return
-        replica.mark_up(identity, [])
-        await self._adopt_listing(replica)
+        replica.mark_up(identity)
         self.metrics.rejoined(replica.url)
         log.info("replica %s rejoined", replica.url)
 

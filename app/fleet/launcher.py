@@ -112,8 +112,7 @@ def replica_env(settings: Settings, spec: ReplicaSpec) -> dict[str, str]:
         if lib is not None:  # as `tailor serve` does for its own engine: a heap that levels off
             env["LD_PRELOAD"] = f"{lib} {env.get('LD_PRELOAD', '')}".strip()
     if spec.cores is not None:
-        # vLLM reads a whole number of GiB here
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(settings.engine.kv_cache_space_gib)))
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(settings.engine.kv_cache_space_gib))  # whole GiB (settings)
         env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cores
     return env
 

@@ -29,6 +29,8 @@ class Identity:
     vocabulary: tuple[int, ...]
     #: Its greedy continuation of a fixed prompt (its weights and dtype).
     greedy: tuple[int, ...]
+    #: Adapters it holds under Tailor's names (not part of the backbone: never compared).
+    held: tuple[str, ...] = ()
 
     def differences(self, other: Identity) -> list[str]:
         out = []
@@ -104,10 +106,11 @@ class Replica:
         self.retry_at = now + min(backoff * 2 ** min(self.failures - 1, 16), most)
         self.resident.clear()
 
-    def mark_up(self, identity: Identity, resident: list[str]) -> None:
+    def mark_up(self, identity: Identity) -> None:
+        """Back in routing, holding what its listing showed (up to its capacity)."""
         self.state, self.reason, self.identity = "healthy", None, identity
         self.failures, self.waiting = 0, 0
-        self.resident = OrderedDict((name, None) for name in resident)
+        self.resident = OrderedDict((name, None) for name in identity.held[: self.capacity])
         self.refused.clear()
         self.since = time.monotonic()
 
