@@ -312,6 +312,38 @@ class EngineSettings(BaseModel):
 class KnowledgeSettings(BaseModel):
     """Knowledge stores: ingestion limits, chunking, vector index, retrieval for chat."""
 
+    backend: Literal["faiss", "milvus"] = Field(
+        "faiss",
+        description="Where knowledge stores live: 'faiss' (FAISS + SQLite under the data dir, embedded) "
+        "or 'milvus' (Milvus: shared by every Tailor process pointing at it).",
+    )
+    milvus_uri: str = Field(
+        "",
+        max_length=2048,
+        description="Backend milvus: a local path ending in .db runs Milvus Lite embedded (one process "
+        "per path); http(s)://host:19530 a Milvus standalone or cluster. Empty: <data_dir>/milvus.db.",
+    )
+    milvus_token: str = Field("", description="Backend milvus: the server's 'user:password' or API key.")
+    milvus_db: str = Field("", max_length=64, description="Backend milvus: database name (empty: default).")
+    milvus_prefix: str = Field(
+        "tailor_",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$",
+        description="Backend milvus: collection name prefix (deployments sharing a Milvus pick their own).",
+    )
+    milvus_index: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = Field(
+        "FLAT",
+        description="Backend milvus: dense index type of new domains (FLAT exact; HNSW/AUTOINDEX for "
+        "large domains on a Milvus server).",
+    )
+    milvus_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Backend milvus: longest wait for one call before a 503."
+    )
+    milvus_stale_write_s: float = Field(
+        600.0,
+        ge=0,
+        description="Backend milvus: a document write unfinished this long is treated as crashed and "
+        "cleaned up (longer than any one document's write).",
+    )
     chunk_tokens: int = Field(
         200, ge=16, le=512, description="Chunk size in embedder tokens (all-MiniLM reads 256)."
     )

@@ -16,7 +16,7 @@ from app.knowledge.base import (
     UnknownDomain,
     check_domain_name,
 )
-from app.knowledge.ingestion import OUT_OF_SPACE, start_ingest
+from app.knowledge.ingestion import OUT_OF_SPACE, UNAVAILABLE, start_ingest
 from app.protocol.documents import (
     DocumentList,
     DocumentPublic,
@@ -42,7 +42,8 @@ def _domain(domain: str) -> str:
 
 
 async def _collection(kb: KnowledgeBase, domain: str) -> Collection:
-    """Open the domain's collection off the event loop (opening reconciles SQLite and FAISS)."""
+    """Open the domain's collection off the event loop (opening reconciles SQLite and FAISS, or
+    asks Milvus)."""
     try:
         return await asyncio.to_thread(kb.collection, _domain(domain))
     except UnknownDomain as exc:
@@ -87,6 +88,8 @@ async def ingest_documents(
     if done.status != "succeeded":
         if (done.error or "").startswith(OUT_OF_SPACE):
             raise APIError(507, done.error, code="insufficient_storage")
+        if (done.error or "").startswith(UNAVAILABLE):
+            raise APIError(503, done.error, code="store_unavailable")
         raise APIError(500, f"Ingestion failed: {done.error}", code="ingest_failed")
     store = (await _collection(kb, domain)).store
     wanted = [r.id for r in public.results if r.status in ("created", "updated")]

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.errors import ServiceError
 from app.protocol.errors import APIError
 from indexers.durable import is_disk_full
+from indexers.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ async def api_error(_: Request, exc: APIError) -> JSONResponse:
 
 async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
     return _response(APIError(exc.status, exc.message, param=exc.param, code=exc.code))
+
+
+async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+    """The knowledge store's server is down: 503 naming it (the request itself was fine)."""
+    return _response(APIError(503, f"{str(exc)[0].upper()}{str(exc)[1:]}.", code="store_unavailable"))
 
 
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -65,6 +71,7 @@ async def unhandled(_: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unhandled)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -43,6 +45,9 @@ async def health(state: StateDep) -> JSONResponse:
         fleet = engine.describe()
         if fleet is not None:
             body["engine"] = fleet
+        if state.knowledge is not None:
+            # ready even when the store is down: chat without retrieval still works
+            body["knowledge"] = await asyncio.to_thread(state.knowledge.state)
         return JSONResponse(body)
     return JSONResponse({"status": status, "reason": state.reason()}, status_code=503)
 

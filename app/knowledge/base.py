@@ -1,6 +1,8 @@
-"""``KnowledgeBase``: opens one collection per domain under ``<data_dir>/collections/<domain>``.
+"""``KnowledgeBase``: one collection per domain, on the configured backend.
 
-The embedder is loaded once, on first use, and shared by every collection. Blocking work
+Backend ``faiss`` keeps each domain under ``<data_dir>/collections/<domain>`` (SQLite + FAISS);
+backend ``milvus`` keeps them in Milvus (``indexers.store.milvus``), shared by every Tailor
+process that points at it. Everything above this class is the same for both. The embedder is loaded once, on first use, and shared by every collection. Blocking work
 (embedding, SQLite writes, FAISS) runs in worker threads, never on the event loop: one writer
 thread serializes ingestion and deletes; searches run in the default thread pool.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from indexers.embedding import Embedder, SentenceTransformerEmbedder, embedder_n
 from indexers.ingest import Ingestor, IngestResult, Progress, Source
 from indexers.rerank import CrossEncoderReranker, Reranker
 from indexers.store import Collection, CollectionSettings, SearchHit
+from indexers.store.local import LocalBackend
 
 DOMAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 T = TypeVar("T")
@@ -60,6 +62,7 @@ class KnowledgeBase:
         self._collections: dict[str, Collection] = {}
         self._lock = threading.RLock()
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tailor-ingest")
+        self.backend = make_backend(root, settings)
 
     # -- resources -------------------------------------------------------------------------------
     @property
@@ -119,26 +122,24 @@ class KnowledgeBase:
         )
 
     def domains(self) -> list[str]:
-        """Domains that have a collection on disk."""
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if (p / "store.sqlite").is_file() and DOMAIN_NAME.match(p.name)
-        )
+        """Domains that have a knowledge store."""
+        return self.backend.domains()
 
     def has(self, domain: str) -> bool:
-        return bool(DOMAIN_NAME.match(domain)) and (self.root / domain / "store.sqlite").is_file()
+        return bool(DOMAIN_NAME.match(domain)) and self.backend.has(domain)
+
+    def state(self) -> dict[str, Any]:
+        """The backend, and whether it answers (``/health``); never raises."""
+        return self.backend.state()
 
     def collection(self, domain: str, create: bool = False) -> Collection:
         check_domain_name(domain)
         with self._lock:
             if domain in self._collections:
                 return self._collections[domain]
-            if not create and not self.has(domain):
+            collection = self.backend.open(domain, self.embedder, self._collection_settings(), create=create)
+            if collection is None:
                 raise UnknownDomain(domain)
-            collection = Collection(self.root / domain, self.embedder, self._collection_settings())
             self._collections[domain] = collection
             return collection
 
@@ -148,6 +149,7 @@ class KnowledgeBase:
             for c in self._collections.values():
                 c.close()
             self._collections.clear()
+        self.backend.close()
 
     # -- operations (blocking; call through the async wrappers) ------------------------------------
     def ingest_blocking(
@@ -167,22 +169,16 @@ class KnowledgeBase:
         return self.collection(domain).delete(doc_id)
 
     def drop_blocking(self, domain: str) -> bool:
+        check_domain_name(domain)
         with self._lock:
             collection = self._collections.pop(domain, None)
             if collection:
                 collection.close()
-            path = self.root / check_domain_name(domain)
-            if not path.exists():
-                return False
-            shutil.rmtree(path)
-            return True
+            return self.backend.drop(domain)
 
     def texts_blocking(self, domain: str, limit: int) -> list[str]:
         """Up to ``limit`` chunk texts of a domain, in ingestion order (training on documents)."""
-        store = self.collection(domain).store
-        ids = sorted(int(i) for i in store.chunk_ids())[:limit]
-        chunks = store.chunks(ids)
-        return [chunks[i]["text"] for i in ids if i in chunks and chunks[i]["text"].strip()]
+        return self.collection(domain).store.texts(limit)
 
     def search_blocking(
         self, domain: str, query: str, rerank: bool = False, **kwargs: Any
@@ -204,3 +200,21 @@ class KnowledgeBase:
 
     async def search(self, domain: str, query: str, **kwargs: Any) -> list[SearchHit]:
         return await asyncio.to_thread(self.search_blocking, domain, query, **kwargs)
+
+
+def make_backend(root: Path, settings: KnowledgeSettings) -> Any:
+    """The store backend the settings name (Milvus is imported only when chosen)."""
+    if settings.backend == "milvus":
+        from indexers.store.milvus import MilvusBackend, MilvusConnection
+
+        uri = settings.milvus_uri or str(root.parent / "milvus.db")
+        conn = MilvusConnection(
+            uri, settings.milvus_token, settings.milvus_db, timeout_s=settings.milvus_timeout_s
+        )
+        return MilvusBackend(
+            conn,
+            prefix=settings.milvus_prefix,
+            index_type=settings.milvus_index,
+            stale_after_s=settings.milvus_stale_write_s,
+        )
+    return LocalBackend(root)

@@ -12,12 +12,15 @@ from app.knowledge.base import KnowledgeBase
 from app.protocol.documents import IngestResultPublic
 from indexers.durable import is_disk_full
 from indexers.ingest import IngestResult, Progress, Source
+from indexers.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
 #: How a job that failed on a full disk begins its error (the route answers 507 for it).
 OUT_OF_SPACE = "insufficient storage"
+#: How a job that failed because the store's server was down begins its error (503).
+UNAVAILABLE = "store unavailable"
 
 
 def _public(result: IngestResult) -> dict[str, Any]:
@@ -45,6 +48,11 @@ async def start_ingest(
                 error = (
                     f"{OUT_OF_SPACE}: the data dir filled up ({exc}). Documents stored before that "
                     "are kept and searchable; free space and re-submit (stored ones are skipped)."
+                )
+            elif isinstance(exc, StoreUnavailable):
+                error = (
+                    f"{UNAVAILABLE}: {exc}. Documents stored before that are kept; re-submit when it "
+                    "answers (stored ones are skipped)."
                 )
             else:
                 error = f"{type(exc).__name__}: {exc}"

@@ -5,6 +5,7 @@ The passages actually given to the model (after fitting the window) are returned
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 
 from app.knowledge.base import KnowledgeBase, NoReranker, RerankerUnavailable
@@ -19,7 +20,9 @@ async def retrieve(
     kb: KnowledgeBase, profile: DomainProfile | None, override: RetrievalOverride | None, query: str
 ) -> list[SearchHit]:
     """Passages for ``query`` under the profile's retrieval settings and the request's override."""
-    if profile is None or not query.strip() or not kb.has(profile.name):
+    if profile is None or not query.strip():
+        return []
+    if not await asyncio.to_thread(kb.has, profile.name):  # Milvus: may ask the server
         return []
     r = profile.retrieval_for(override)
     if not r.enabled:

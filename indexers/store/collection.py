@@ -65,7 +65,74 @@ class ReconcileReport:
     rebuilt: bool = False
 
 
-class Collection:
+class SearchMixin:
+    """Search over any store: the backend gives candidates and rows, this ranks them.
+
+    A backend provides ``candidates`` (the dense and the BM25 ranking of one query), ``store.chunks``
+    (rows for chunk ids; chunks that are not visible any more are left out) and ``settings``; fusion,
+    reranking and the score floor are the same for every backend, so a domain ranks alike on each.
+    """
+
+    settings: CollectionSettings
+    store: Any
+
+    def candidates(
+        self, query: str, k: int, mode: SearchMode = "hybrid", flt: dict[str, Any] | None = None
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        raise NotImplementedError
+
+    def search(
+        self,
+        query: str,
+        top_k: int = 5,
+        mode: SearchMode = "hybrid",
+        flt: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        fusion: Fusion | None = None,
+        reranker: Reranker | None = None,
+    ) -> list[SearchHit]:
+        """The ``top_k`` best chunks for ``query``.
+
+        Hybrid search takes a pool of candidates from each half (four times ``top_k``, at least 40)
+        and fuses them (``fusion``, default: the collection's). A ``reranker`` then re-scores the
+        first ``rerank_depth`` fused candidates (each with its contextual header) and its scores
+        replace the retrieval scores; ``min_score`` applies to whichever scores are final.
+        """
+        fusion = fusion or self.settings.fusion
+        depth = max(top_k, self.settings.rerank_depth) if reranker is not None else top_k
+        pool = depth if mode != "hybrid" else max(depth * 4, 40)
+        dense, sparse = self.candidates(query, pool, mode, flt)
+        ranked = fuse(dense, sparse, fusion)[:depth] if mode == "hybrid" else (dense or sparse)[:depth]
+        rows = self.store.chunks([i for i, _ in ranked])
+        ranked = [(i, s) for i, s in ranked if i in rows]  # a chunk deleted between ranking and fetching
+        if reranker is not None and ranked:
+            scores = reranker.score(query, [contextual_text(rows[i]) for i, _ in ranked])
+            ranked = sorted(
+                ((i, float(s)) for (i, _), s in zip(ranked, scores, strict=True)), key=lambda x: -x[1]
+            )
+        ranked = ranked[:top_k]
+        if min_score is not None:
+            ranked = [(i, s) for i, s in ranked if s >= min_score]
+        return [self._hit(rows[i], i, s) for i, s in ranked]
+
+    @staticmethod
+    def _hit(row: dict[str, Any], chunk_id: int, score: float) -> SearchHit:
+        return SearchHit(
+            chunk_id=chunk_id,
+            document_id=row["document_id"],
+            text=row["text"],
+            score=float(score),
+            filename=row["filename"],
+            title=row["title"],
+            content_type=row["content_type"],
+            language=row["language"],
+            parent_id=row["parent_id"],
+            location={k: row[k] for k in ("page", "section", "sheet", "row") if row[k] is not None},
+            metadata=row["metadata"],
+        )
+
+
+class Collection(SearchMixin):
     def __init__(self, path: Path, embedder: Embedder, settings: CollectionSettings | None = None) -> None:
         self.path = path
         self.embedder = embedder
@@ -190,41 +257,6 @@ class Collection:
             self.flush()
             return ids
 
-    # -- search ----------------------------------------------------------------------------------
-    def search(
-        self,
-        query: str,
-        top_k: int = 5,
-        mode: SearchMode = "hybrid",
-        flt: dict[str, Any] | None = None,
-        min_score: float | None = None,
-        fusion: Fusion | None = None,
-        reranker: Reranker | None = None,
-    ) -> list[SearchHit]:
-        """The ``top_k`` best chunks for ``query``.
-
-        Hybrid search takes a pool of candidates from each half (four times ``top_k``, at least 40)
-        and fuses them (``fusion``, default: the collection's). A ``reranker`` then re-scores the
-        first ``rerank_depth`` fused candidates (each with its contextual header) and its scores
-        replace the retrieval scores; ``min_score`` applies to whichever scores are final.
-        """
-        fusion = fusion or self.settings.fusion
-        depth = max(top_k, self.settings.rerank_depth) if reranker is not None else top_k
-        pool = depth if mode != "hybrid" else max(depth * 4, 40)
-        dense, sparse = self.candidates(query, pool, mode, flt)
-        ranked = fuse(dense, sparse, fusion)[:depth] if mode == "hybrid" else (dense or sparse)[:depth]
-        rows = self.store.chunks([i for i, _ in ranked])
-        ranked = [(i, s) for i, s in ranked if i in rows]  # a chunk deleted between ranking and fetching
-        if reranker is not None and ranked:
-            scores = reranker.score(query, [contextual_text(rows[i]) for i, _ in ranked])
-            ranked = sorted(
-                ((i, float(s)) for (i, _), s in zip(ranked, scores, strict=True)), key=lambda x: -x[1]
-            )
-        ranked = ranked[:top_k]
-        if min_score is not None:
-            ranked = [(i, s) for i, s in ranked if s >= min_score]
-        return [self._hit(rows[i], i, s) for i, s in ranked]
-
     def candidates(
         self, query: str, k: int, mode: SearchMode = "hybrid", flt: dict[str, Any] | None = None
     ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -234,22 +266,6 @@ class Collection:
             self.store.bm25(query, k, flt, self.settings.head_weight) if mode in ("bm25", "hybrid") else []
         )
         return dense, sparse
-
-    @staticmethod
-    def _hit(row: dict[str, Any], chunk_id: int, score: float) -> SearchHit:
-        return SearchHit(
-            chunk_id=chunk_id,
-            document_id=row["document_id"],
-            text=row["text"],
-            score=float(score),
-            filename=row["filename"],
-            title=row["title"],
-            content_type=row["content_type"],
-            language=row["language"],
-            parent_id=row["parent_id"],
-            location={k: row[k] for k in ("page", "section", "sheet", "row") if row[k] is not None},
-            metadata=row["metadata"],
-        )
 
     def _dense(self, query: str, k: int, flt: dict[str, Any] | None) -> list[tuple[int, float]]:
         q = self.embedder.embed_query(query)

@@ -116,7 +116,11 @@ def milvus_expression(flt: dict[str, Any] | None, document_prefix: str = "doc_")
     clauses = []
     for c in parse(flt):
         field = milvus_field(c, document_prefix)
-        if c.op in MEMBERSHIP:
+        if c.op in MEMBERSHIP and c.where == "metadata":
+            # Milvus Lite takes `in` on scalar fields only: a JSON key's list is spelled out
+            op, join = ("!=", " and ") if c.op == "$nin" else ("==", " or ")
+            clauses.append(join.join(f"{field} {op} {milvus_literal(v)}" for v in c.value))
+        elif c.op in MEMBERSHIP:
             values = ", ".join(milvus_literal(v) for v in c.value)
             clauses.append(f"{field} {'not in' if c.op == '$nin' else 'in'} [{values}]")
         elif c.value is None and c.op in ("$eq", "$ne"):

@@ -264,6 +264,14 @@ class DocumentStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def texts(self, limit: int) -> list[str]:
+        """Up to ``limit`` non-blank chunk texts in ingestion order (training on a domain's documents)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT text FROM chunks WHERE trim(text) != '' ORDER BY rowid LIMIT ?", (limit,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def find_by_hash(self, sha256: str) -> DocumentRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM documents WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()

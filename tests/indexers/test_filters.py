@@ -41,7 +41,8 @@ def test_fields_and_operators_as_milvus_expressions() -> None:
     }
     assert milvus_expression(flt) == (
         '(doc_id == "lease-1") and (doc_language != "en") and (page >= 2) and (page < 10) and '
-        '(metadata["year"] in [2023, 2024]) and (metadata["court"] not in ["a", "b"]) and '
+        '(metadata["year"] == 2023 or metadata["year"] == 2024) and '
+        '(metadata["court"] != "a" and metadata["court"] != "b") and '
         '(metadata["urgent"] == true) and (metadata["owner"] is null) and (metadata["score"] > 0.5) and '
         "(doc_parent_id is not null)"
     )

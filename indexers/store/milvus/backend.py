@@ -1,0 +1,142 @@
+"""The Milvus backend: which domains exist, opening and dropping their collections.
+
+Which domains exist is asked of Milvus (its collection list), so a domain another Tailor process
+created is seen here too. The answer is cached for ``refresh_s``: the catalog asks "is this name a
+domain?" on request paths, and one listing every few seconds answers all of them. When Milvus
+does not answer, the last listing is used (chat to the base model or to adapters must not fail
+because the knowledge store is down); searching or ingesting a domain then fails with
+``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from indexers.embedding import Embedder
+from indexers.store.collection import CollectionSettings
+from indexers.store.errors import StoreUnavailable
+from indexers.store.filters import milvus_literal
+from indexers.store.milvus.collection import MilvusCollection
+from indexers.store.milvus.connection import MilvusConnection
+from indexers.store.milvus.schema import (
+    chunk_collection,
+    chunk_indexes,
+    chunk_schema,
+    documents_collection,
+    documents_indexes,
+    documents_schema,
+    domain_of,
+)
+from indexers.store.milvus.store import MilvusStore
+
+log = logging.getLogger(__name__)
+
+
+class MilvusBackend:
+    def __init__(
+        self,
+        conn: MilvusConnection,
+        prefix: str = "tailor_",
+        index_type: str = "FLAT",
+        stale_after_s: float = 600.0,
+        refresh_s: float = 2.0,
+    ) -> None:
+        self.conn = conn
+        self.prefix = prefix
+        self.index_type = index_type
+        self.stale_after_s = stale_after_s
+        self.refresh_s = refresh_s
+        self._known: set[str] = set()
+        self._listed_at = float("-inf")
+        self._lock = threading.Lock()
+        self._documents_ready = False
+
+    # -- which domains ---------------------------------------------------------------------------
+    def _refresh(self, force: bool = False) -> set[str]:
+        with self._lock:
+            if not force and time.monotonic() - self._listed_at < self.refresh_s:
+                return set(self._known)
+        try:
+            names = self.conn.call("list_collections")
+        except StoreUnavailable:
+            with self._lock:
+                return set(self._known)
+        found = {d for n in names if (d := domain_of(self.prefix, n)) is not None}
+        with self._lock:
+            self._known, self._listed_at = found, time.monotonic()
+        return found
+
+    def domains(self) -> list[str]:
+        return sorted(self._refresh())
+
+    def has(self, domain: str) -> bool:
+        with self._lock:
+            if domain in self._known:
+                return True
+        return domain in self._refresh()
+
+    # -- collections -----------------------------------------------------------------------------
+    def _ensure_documents(self) -> str:
+        name = documents_collection(self.prefix)
+        if not self._documents_ready:
+            if not self.conn.call("has_collection", name):
+                self._create(name, documents_schema, documents_indexes)
+            self.conn.call("load_collection", name)
+            self._documents_ready = True
+        return name
+
+    def _create(self, name: str, schema: Any, indexes: Any) -> None:
+        def create(client: Any) -> None:
+            try:
+                client.create_collection(
+                    name,
+                    schema=schema(client),
+                    index_params=indexes(client),
+                    consistency_level="Strong",
+                    timeout=self.conn.timeout_s,
+                )
+            except Exception as exc:
+                # another process created it between our check and this call
+                if "exist" not in str(exc).lower():
+                    raise
+
+        self.conn.run(create)
+
+    def open(
+        self, domain: str, embedder: Embedder, settings: CollectionSettings, create: bool = False
+    ) -> MilvusCollection | None:
+        """The domain's collection; None when it has none and ``create`` is false."""
+        documents = self._ensure_documents()
+        name = chunk_collection(self.prefix, domain)
+        if not self.conn.call("has_collection", name):
+            if not create:
+                return None
+            self._create(name, lambda c: chunk_schema(c, embedder.dim), lambda c: chunk_indexes(c, self.index_type))
+            with self._lock:
+                self._known.add(domain)
+        self.conn.call("load_collection", name)
+        store = MilvusStore(
+            self.conn, domain, name, documents, head_weight=settings.head_weight, stale_after_s=self.stale_after_s
+        )
+        return MilvusCollection(store, embedder, settings)
+
+    def drop(self, domain: str) -> bool:
+        """Remove a domain: its records first (listings stop showing it), then its chunk collection."""
+        name = chunk_collection(self.prefix, domain)
+        documents = self._ensure_documents()
+        self.conn.call("delete", documents, filter=f"domain == {milvus_literal(domain)}")
+        existed = bool(self.conn.call("has_collection", name))
+        if existed:
+            self.conn.call("drop_collection", name)
+        with self._lock:
+            self._known.discard(domain)
+        return existed
+
+    def state(self) -> dict[str, Any]:
+        return self.conn.state()
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,156 @@
+"""One Milvus client per process, with every call bounded in time and outages named.
+
+The URI is either a local path ending in ``.db`` (Milvus Lite, embedded: pymilvus starts it inside
+this process) or ``http(s)://host:19530`` (a Milvus standalone or cluster; ``token`` is its
+``user:password`` or API key). Every call carries ``timeout_s``: an unreachable server fails the
+call in bounded time instead of hanging a request, and the failure becomes ``StoreUnavailable``
+naming the URI (a 503 for clients, ``unavailable`` in /health). After an outage the client is
+rebuilt on the next call, so a server that comes back is used again without a Tailor restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from indexers.store.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _QuietIterator(logging.Filter):
+    """Milvus Lite has no MVCC timestamps; pymilvus warns about it on every paged query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
+
+#: Words in a pymilvus error that mean the server was not reached (as opposed to a bad request).
+_OUTAGE = ("fail connecting", "unavailable", "deadline", "timeout", "timed out", "connection", "socket closed")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server did not answer (not that it refused the request)."""
+    try:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError) and exc.code() in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        ):
+            return True
+    except ImportError:  # pragma: no cover - grpc comes with pymilvus
+        pass
+    text = str(exc).lower()
+    return any(word in text for word in _OUTAGE)
+
+
+def shown_uri(uri: str) -> str:
+    """The URI as errors and /health show it (no credentials in it)."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return uri
+
+
+class MilvusConnection:
+    def __init__(
+        self, uri: str, token: str = "", db_name: str = "", timeout_s: float = 10.0, connect_timeout_s: float = 5.0
+    ) -> None:
+        if "://" not in uri:
+            path = Path(uri).expanduser().resolve()
+            if path.suffix != ".db":
+                raise ValueError(f"a Milvus Lite path must end in .db (got {uri!r})")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            uri = str(path)
+        self.uri = uri
+        self.shown = shown_uri(uri)
+        self.embedded = "://" not in uri
+        self._token = token
+        self._db_name = db_name
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._client: Any = None
+        self._lock = threading.Lock()
+        #: When the last call failed for want of a server, and why (``None`` while it answers).
+        self.down_since: float | None = None
+        self.reason: str | None = None
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from pymilvus import MilvusClient
+
+                kwargs: dict[str, Any] = {"timeout": self.connect_timeout_s}
+                if self._token:
+                    kwargs["token"] = self._token
+                if self._db_name:
+                    kwargs["db_name"] = self._db_name
+                self._client = MilvusClient(self.uri, **kwargs)
+            return self._client
+
+    def _drop(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - a dead connection may not close cleanly
+                pass
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<method>(*args, **kwargs)`` with the call's timeout; an outage → ``StoreUnavailable``."""
+        return self.run(lambda client: getattr(client, method)(*args, timeout=self.timeout_s, **kwargs))
+
+    def run(self, fn: Callable[[Any], T]) -> T:
+        """``fn(client)``; an outage (connecting or during the call) → ``StoreUnavailable``."""
+        try:
+            result = fn(self._connect())
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            if self.down_since is None:
+                log.warning("knowledge store at %s unavailable: %s", self.shown, exc)
+                self.down_since = time.monotonic()
+            self.reason = _short(exc)
+            self._drop()
+            raise StoreUnavailable(self.shown, self.reason) from exc
+        if self.down_since is not None:
+            log.warning("knowledge store at %s answers again", self.shown)
+        self.down_since, self.reason = None, None
+        return result
+
+    def state(self) -> dict[str, Any]:
+        """What /health shows: ``ok`` or ``unavailable`` with the reason, probed now (bounded)."""
+        try:
+            self.call("list_collections")
+        except StoreUnavailable:
+            pass
+        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            return {"backend": "milvus", "uri": self.shown, "state": "error", "reason": _short(exc)}
+        if self.down_since is not None:
+            return {
+                "backend": "milvus",
+                "uri": self.shown,
+                "state": "unavailable",
+                "reason": self.reason,
+                "for_s": round(time.monotonic() - self.down_since, 1),
+            }
+        return {"backend": "milvus", "uri": self.shown, "state": "ok"}
+
+    def close(self) -> None:
+        self._drop()
+
+
+def _short(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return message.strip().splitlines()[0][:300]
