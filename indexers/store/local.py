@@ -25,7 +25,9 @@ class LocalBackend:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if (p / "store.sqlite").is_file() and DOMAIN_NAME.match(p.name)
+            p.name
+            for p in self.root.iterdir()
+            if (p / "store.sqlite").is_file() and DOMAIN_NAME.match(p.name)
         )
 
     def has(self, domain: str) -> bool:

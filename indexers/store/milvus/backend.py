@@ -114,12 +114,19 @@ class MilvusBackend:
         if not self.conn.call("has_collection", name):
             if not create:
                 return None
-            self._create(name, lambda c: chunk_schema(c, embedder.dim), lambda c: chunk_indexes(c, self.index_type))
+            self._create(
+                name, lambda c: chunk_schema(c, embedder.dim), lambda c: chunk_indexes(c, self.index_type)
+            )
             with self._lock:
                 self._known.add(domain)
         self.conn.call("load_collection", name)
         store = MilvusStore(
-            self.conn, domain, name, documents, head_weight=settings.head_weight, stale_after_s=self.stale_after_s
+            self.conn,
+            domain,
+            name,
+            documents,
+            head_weight=settings.head_weight,
+            stale_after_s=self.stale_after_s,
         )
         return MilvusCollection(store, embedder, settings)
 

@@ -27,7 +27,9 @@ SLACK = 8
 
 
 class MilvusCollection(SearchMixin):
-    def __init__(self, store: MilvusStore, embedder: Embedder, settings: CollectionSettings | None = None) -> None:
+    def __init__(
+        self, store: MilvusStore, embedder: Embedder, settings: CollectionSettings | None = None
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings or CollectionSettings()
@@ -85,7 +87,9 @@ class MilvusCollection(SearchMixin):
 
     def _dense(self, query: str, k: int, expr: str) -> list[tuple[int, float]]:
         q = self.embedder.embed_query(query)
-        return [(int(r["id"]), float(r["score"])) for r in self._search([q.tolist()], "vector", "IP", k, expr)]
+        return [
+            (int(r["id"]), float(r["score"])) for r in self._search([q.tolist()], "vector", "IP", k, expr)
+        ]
 
     def _bm25(self, query: str, k: int, expr: str) -> list[tuple[int, float]]:
         words = lexical.query_terms(query, self.store.languages())

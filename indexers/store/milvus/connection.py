@@ -33,7 +33,15 @@ class _QuietIterator(logging.Filter):
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
 
 #: Words in a pymilvus error that mean the server was not reached (as opposed to a bad request).
-_OUTAGE = ("fail connecting", "unavailable", "deadline", "timeout", "timed out", "connection", "socket closed")
+_OUTAGE = (
+    "fail connecting",
+    "unavailable",
+    "deadline",
+    "timeout",
+    "timed out",
+    "connection",
+    "socket closed",
+)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -62,7 +70,12 @@ def shown_uri(uri: str) -> str:
 
 class MilvusConnection:
     def __init__(
-        self, uri: str, token: str = "", db_name: str = "", timeout_s: float = 10.0, connect_timeout_s: float = 5.0
+        self,
+        uri: str,
+        token: str = "",
+        db_name: str = "",
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         if "://" not in uri:
             path = Path(uri).expanduser().resolve()
@@ -88,7 +101,14 @@ class MilvusConnection:
             if self._client is None:
                 from pymilvus import MilvusClient
 
-                kwargs: dict[str, Any] = {"timeout": self.connect_timeout_s}
+                # dedicated: pymilvus otherwise shares one channel per address among clients, and
+                # a channel that failed during an outage is handed to the next client as it is
+                kwargs: dict[str, Any] = {
+                    "timeout": self.connect_timeout_s,
+                    "dedicated": True,
+                    # and gRPC shares sub-channels (with their reconnect back-off) process-wide
+                    "grpc_options": {"grpc.use_local_subchannel_pool": 1},
+                }
                 if self._token:
                     kwargs["token"] = self._token
                 if self._db_name:
@@ -106,11 +126,44 @@ class MilvusConnection:
                 pass
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<method>(*args, **kwargs)`` with the call's timeout; an outage → ``StoreUnavailable``."""
-        return self.run(lambda client: getattr(client, method)(*args, timeout=self.timeout_s, **kwargs))
+        """``client.<method>(*args, **kwargs)`` with the call's timeout; an outage → ``StoreUnavailable``.
+
+        A collection the server holds but has not loaded (a restarted server, or another client
+        released it) is loaded and the call made again.
+        """
+
+        def once(client: Any) -> Any:
+            try:
+                return getattr(client, method)(*args, timeout=self.timeout_s, **kwargs)
+            except Exception as exc:
+                text = str(exc).lower()
+                if not args or not ("load()" in text or "not loaded" in text or "released" in text):
+                    raise
+                log.warning("knowledge store at %s: loading collection %s again", self.shown, args[0])
+                client.load_collection(args[0], timeout=self.timeout_s)
+                return getattr(client, method)(*args, timeout=self.timeout_s, **kwargs)
+
+        return self.run(once)
 
     def run(self, fn: Callable[[Any], T]) -> T:
-        """``fn(client)``; an outage (connecting or during the call) → ``StoreUnavailable``."""
+        """``fn(client)``; an outage (connecting or during the call) → ``StoreUnavailable``.
+
+        A call refused at once is tried again once on a new client: pymilvus keeps a channel per
+        address, and the first call after a server came back can fail on the dead one. A call that
+        failed slowly (a timeout) is not repeated, so an outage costs one timeout, not two.
+        """
+        try:
+            return self._once(fn)
+        except _Refused as refused:
+            if refused.elapsed > 1.0:
+                raise refused.error from refused.__cause__
+        try:
+            return self._once(fn)
+        except _Refused as refused:
+            raise refused.error from refused.__cause__
+
+    def _once(self, fn: Callable[[Any], T]) -> T:
+        started = time.monotonic()
         try:
             result = fn(self._connect())
         except StoreUnavailable:
@@ -123,7 +176,7 @@ class MilvusConnection:
                 self.down_since = time.monotonic()
             self.reason = _short(exc)
             self._drop()
-            raise StoreUnavailable(self.shown, self.reason) from exc
+            raise _Refused(StoreUnavailable(self.shown, self.reason), time.monotonic() - started) from exc
         if self.down_since is not None:
             log.warning("knowledge store at %s answers again", self.shown)
         self.down_since, self.reason = None, None
@@ -149,6 +202,15 @@ class MilvusConnection:
 
     def close(self) -> None:
         self._drop()
+
+
+class _Refused(Exception):
+    """An outage seen by one attempt (``run`` decides whether to try again)."""
+
+    def __init__(self, error: StoreUnavailable, elapsed: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.elapsed = elapsed
 
 
 def _short(exc: BaseException) -> str:

@@ -124,13 +124,20 @@ def chunk_schema(client: Any, dim: int) -> Any:
         s.add_field(f"doc_{column}", DataType.VARCHAR, max_length=length, nullable=True)
     s.add_field("metadata", DataType.JSON)
     s.add_field(
-        "terms", DataType.VARCHAR, max_length=LONG, enable_analyzer=True, analyzer_params={"tokenizer": "standard"}
+        "terms",
+        DataType.VARCHAR,
+        max_length=LONG,
+        enable_analyzer=True,
+        analyzer_params={"tokenizer": "standard"},
     )
     s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
     s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     s.add_function(
         Function(
-            name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"], output_field_names=["sparse"]
+            name="bm25",
+            function_type=FunctionType.BM25,
+            input_field_names=["terms"],
+            output_field_names=["sparse"],
         )
     )
     return s

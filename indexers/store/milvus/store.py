@@ -86,11 +86,15 @@ class MilvusStore:
         self._lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _docs(self, where: str, fields: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def _docs(
+        self, where: str, fields: list[str] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         expr = f"{self._in_domain} and ({where})" if where else self._in_domain
         fields = fields or [*DOCUMENT_COLUMNS, "version", "pending", "dirty_since"]
         if limit is not None:
-            return self.conn.call("query", self.documents_name, filter=expr, output_fields=fields, limit=limit)
+            return self.conn.call(
+                "query", self.documents_name, filter=expr, output_fields=fields, limit=limit
+            )
         return list(self._iterate(self.documents_name, expr, fields))
 
     def _iterate(self, collection: str, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
@@ -158,7 +162,10 @@ class MilvusStore:
 
     def count(self) -> tuple[int, int]:
         docs = self.conn.call(
-            "query", self.documents_name, filter=f'{self._in_domain} and version != ""', output_fields=["count(*)"]
+            "query",
+            self.documents_name,
+            filter=f'{self._in_domain} and version != ""',
+            output_fields=["count(*)"],
         )
         chunks = self.conn.call("query", self.chunks_name, filter="", output_fields=["count(*)"])
         return int(docs[0]["count(*)"]), int(chunks[0]["count(*)"])
@@ -255,7 +262,9 @@ class MilvusStore:
         for row in found:
             self._delete_chunks(row["id"], [row["version"], row["pending"]])
             self.conn.call(
-                "delete", self.documents_name, filter=f"key == {milvus_literal(document_key(self.domain, row['id']))}"
+                "delete",
+                self.documents_name,
+                filter=f"key == {milvus_literal(document_key(self.domain, row['id']))}",
             )
         with self._lock:
             self._languages = None
@@ -287,7 +296,9 @@ class MilvusStore:
         versions: dict[str, str] = {}
         ids = sorted({r["doc_id"] for r in rows})
         for start in range(0, len(ids), IN_BATCH):
-            keys = ", ".join(milvus_literal(document_key(self.domain, d)) for d in ids[start : start + IN_BATCH])
+            keys = ", ".join(
+                milvus_literal(document_key(self.domain, d)) for d in ids[start : start + IN_BATCH]
+            )
             for r in self.conn.call(
                 "query", self.documents_name, filter=f"key in [{keys}]", output_fields=["id", "version"]
             ):
@@ -300,7 +311,9 @@ class MilvusStore:
         rows: list[dict[str, Any]] = []
         for start in range(0, len(ids), IN_BATCH):
             part = ", ".join(str(int(i)) for i in ids[start : start + IN_BATCH])
-            rows += self.conn.call("query", self.chunks_name, filter=f"id in [{part}]", output_fields=list(CHUNK_OUTPUT))
+            rows += self.conn.call(
+                "query", self.chunks_name, filter=f"id in [{part}]", output_fields=list(CHUNK_OUTPUT)
+            )
         out = {}
         for r in self.visible(rows):
             out[int(r["id"])] = {
@@ -326,7 +339,9 @@ class MilvusStore:
         visible = self.visible(list(rows))
         return np.array(sorted(int(r["id"]) for r in visible), dtype=np.int64)
 
-    def vectors(self, ids: np.ndarray | None = None, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def vectors(
+        self, ids: np.ndarray | None = None, batch: int = 4096
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) batches of the visible chunks (all, or the given ids)."""
         wanted = None if ids is None else {int(i) for i in ids}
         rows = [r for r in self._iterate(self.chunks_name, "", ["id", "doc_id", "doc_version", "vector"])]
@@ -340,4 +355,3 @@ class MilvusStore:
 
     def close(self) -> None:
         """Nothing to close per domain: the connection belongs to the backend."""
-

@@ -1,0 +1,130 @@
+"""The Milvus backend's own promises: filters mean what they mean on SQLite, a document switches
+versions as a unit even when a write dies halfway, an unreachable server fails fast and says where."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from indexers.chunking import Chunker
+from indexers.ingest import Ingestor, Source
+from indexers.store import Collection, CollectionSettings
+from indexers.store.errors import StoreUnavailable
+from indexers.store.milvus import MilvusBackend, MilvusConnection
+from indexers.store.milvus.schema import chunk_collection, domain_of
+
+DOCS = [
+    Source(
+        id="a", text="Rent is due on the first day of each month.", metadata={"kind": "lease", "year": 2021}
+    ),
+    Source(
+        id="b", text="The deposit is returned within thirty days.", metadata={"kind": "lease", "year": 2023}
+    ),
+    Source(id="c", text="Minutes of the board meeting about the budget.", metadata={"kind": "minutes"}),
+    Source(id="d", text="A note with no metadata about rent and deposits.", title="Note"),
+]
+FILTERS = [
+    {"kind": "lease"},
+    {"kind": {"$ne": "lease"}},
+    {"kind": {"$in": ["lease", "minutes"]}},
+    {"kind": {"$nin": ["lease"]}},
+    {"year": {"$gte": 2022}},
+    {"year": None},
+    {"year": {"$ne": None}},
+    {"document_id": {"$in": ["a", "d"]}},
+    {"title": "Note"},
+    {"language": "en", "kind": {"$nin": ["minutes", "x"]}},
+]
+
+
+def test_filters_select_the_same_documents_on_both_backends(
+    tmp_path: Path, embedder, chunker: Chunker, milvus_backend: MilvusBackend, domain_name: str
+) -> None:
+    faiss = Collection(tmp_path / "f", embedder)
+    milvus = milvus_backend.open(domain_name, embedder, CollectionSettings(), create=True)
+    try:
+        for c in (faiss, milvus):
+            assert [r.status for r in Ingestor(c, chunker).run(DOCS)] == ["created"] * 4
+        for flt in FILTERS:
+            found = [
+                {h.document_id for h in c.search("rent deposit budget", top_k=10, mode=mode, flt=flt)}
+                for c in (faiss, milvus)
+                for mode in ("dense", "bm25")
+            ]
+            assert found[0] == found[2] and found[1] == found[3], flt
+        assert {
+            h.document_id for h in milvus.search("rent", top_k=10, mode="dense", flt={"kind": "lease"})
+        } == {
+            "a",
+            "b",
+        }
+    finally:
+        faiss.close()
+        milvus_backend.drop(domain_name)
+
+
+def test_a_write_that_dies_before_its_commit_shows_nothing_of_itself(
+    embedder, chunker: Chunker, milvus_backend: MilvusBackend, domain_name: str, monkeypatch
+) -> None:
+    c = milvus_backend.open(domain_name, embedder, CollectionSettings(), create=True)
+    try:
+        Ingestor(c, chunker).run([Source(id="doc", text="The old text says ninety days notice.")])
+        store = c.store
+        real = store._upsert_record
+        calls = []
+
+        def dies_at_commit(record, version, pending, dirty_since):
+            calls.append(version)
+            if len(calls) == 2:  # 1: mark pending, 2: the commit
+                raise RuntimeError("killed")
+            return real(record, version, pending, dirty_since)
+
+        monkeypatch.setattr(store, "_upsert_record", dies_at_commit)
+        long_text = " ".join(f"The new text, clause {i}, says thirty days notice." for i in range(40))
+        with pytest.raises(RuntimeError):
+            Ingestor(c, chunker).run([Source(id="doc", text=long_text)])
+        monkeypatch.setattr(store, "_upsert_record", real)
+
+        # the new chunks are in Milvus but no search shows them: the old version is whole
+        hits = c.search("thirty days notice clause", top_k=10, mode="bm25")
+        assert [h.text for h in hits] == ["The old text says ninety days notice."]
+        assert store.chunk_texts("doc") == ["The old text says ninety days notice."]
+        raw = milvus_backend.conn.call("query", store.chunks_name, filter="", output_fields=["count(*)"])
+        assert raw[0]["count(*)"] > 1
+
+        # a sweep before the stale time leaves it (another process could be writing), after it cleans
+        assert store.sweep() == 0
+        assert store.sweep(now=time.time() + store.stale_after_s + 1) == 1
+        raw = milvus_backend.conn.call("query", store.chunks_name, filter="", output_fields=["count(*)"])
+        assert raw[0]["count(*)"] == 1
+        # and the document can be written again
+        assert Ingestor(c, chunker).run([Source(id="doc", text=long_text)])[0].status == "updated"
+        assert "clause" in c.search("thirty days notice clause", top_k=1, mode="bm25")[0].text
+    finally:
+        milvus_backend.drop(domain_name)
+
+
+def test_an_unreachable_server_fails_fast_naming_it() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    backend = MilvusBackend(MilvusConnection(f"http://127.0.0.1:{port}", timeout_s=2, connect_timeout_s=2))
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+        backend.open("law", None, CollectionSettings(), create=True)  # type: ignore[arg-type]
+    assert backend.domains() == [] and not backend.has("law")  # listings degrade, they do not raise
+    state = backend.state()
+    assert state["state"] == "unavailable" and str(port) in state["uri"]
+    assert time.monotonic() - started < 30
+
+
+def test_domain_names_map_to_collections_one_to_one() -> None:
+    names = ["law", "law-es", "law_es", "law.es", "a-_.b", "x_h", "9lives"]
+    collections = [chunk_collection("tailor_", n) for n in names]
+    assert len(set(collections)) == len(names)
+    assert all(c.replace("_", "").isalnum() for c in collections)
+    assert [domain_of("tailor_", c) for c in collections] == names
+    assert domain_of("tailor_", "tailor_documents") is None and domain_of("other_", collections[0]) is None
