@@ -464,6 +464,86 @@ def fleet(
         stop_all()
 
 
+knowledge_cli = typer.Typer(help="Knowledge stores on this machine's data dir.", no_args_is_help=True)
+cli.add_typer(knowledge_cli, name="knowledge")
+
+
+@knowledge_cli.command("migrate")
+def knowledge_migrate(
+    to: str = typer.Option(
+        ..., "--to", help="Target backend: 'milvus' (from FAISS) or 'faiss' (from Milvus)."
+    ),
+    domain: list[str] = typer.Option(None, "--domain", help="Only this domain (repeatable); default: all."),
+) -> None:
+    """Copy knowledge stores to the other backend without re-embedding, then count both sides.
+
+    Milvus is the one the TAILOR_KNOWLEDGE__MILVUS_* settings name; FAISS stores are under the data
+    dir. Stop the server on this data dir first. Running it again skips documents already copied.
+    Exit 1 if a count differs or a document failed.
+    """
+    from app.checkpoints.prepare import resolve_embedder
+    from app.datadir import DataDirBusy, DataDirLock
+    from app.knowledge.migrate import describe, migrate
+    from indexers.store.errors import StoreUnavailable
+
+    if to not in ("milvus", "faiss"):
+        typer.secho("--to must be 'milvus' or 'faiss'", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    _logging("warning")
+    root = settings.data_dir / "collections"
+    source = "faiss" if to == "milvus" else "milvus"
+    src, dst = describe(settings.knowledge, source, root), describe(settings.knowledge, to, root)
+    typer.echo(f"copying {src['backend']} ({src['where']}) -> {dst['backend']} ({dst['where']})")
+    bars: list = []  # one progress bar per domain, the last one current
+
+    def finish() -> None:
+        if bars:
+            bars[-1].render_finish()
+
+    def on_domain(name: str, total: int) -> None:
+        finish()
+        bars.append(typer.progressbar(length=max(total, 1), label=f"{name:<20}"))
+        bars[-1].render_progress()
+
+    def on_document() -> None:
+        bars[-1].update(1)
+
+    try:
+        with DataDirLock(settings.data_dir):
+            reports = migrate(
+                root,
+                resolve_embedder(settings.embedder),
+                settings.knowledge,
+                to,  # type: ignore[arg-type]
+                domain or None,
+                on_domain,
+                on_document,
+            )
+    except DataDirBusy as exc:
+        typer.secho(f"tailor knowledge migrate: {exc}; stop that server first", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except StoreUnavailable as exc:
+        typer.secho(f"tailor knowledge migrate: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        finish()
+    failed = False
+    for r in reports:
+        (sd, sc), (td, tc) = r.source_counts, r.target_counts
+        mark = "verified" if r.verified else "MISMATCH"
+        typer.echo(
+            f"{r.domain}: {r.copied} copied ({r.chunks} chunks), {r.skipped} already there; "
+            f"source {sd} documents / {sc} chunks, target {td} / {tc}: {mark}"
+        )
+        for e in r.errors[:10]:
+            typer.secho(f"  {e}", fg="red", err=True)
+        failed |= not r.verified
+    if not reports:
+        typer.echo("no domains to copy")
+    raise typer.Exit(1 if failed else 0)
+
+
 @cli.command("settings")
 def show_settings() -> None:
     """List every setting with its environment variable, default and description."""

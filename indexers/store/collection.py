@@ -233,10 +233,10 @@ class Collection(SearchMixin):
         self.store.close()
 
     # -- writes ----------------------------------------------------------------------------------
-    def write(self, record: DocumentRecord, chunks: list[ChunkRow]) -> None:
+    def write(self, record: DocumentRecord, chunks: list[ChunkRow], keep_times: bool = False) -> None:
         """Store one document; returns once SQLite has committed it (the acknowledgement point)."""
         with self._lock:
-            new_ids, removed = self.store.replace(record, chunks)
+            new_ids, removed = self.store.replace(record, chunks, keep_times)
             self.index.remove(removed)
             if chunks:
                 self.index.add(new_ids, np.stack([c.vector for c in chunks]))

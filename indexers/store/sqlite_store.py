@@ -264,6 +264,28 @@ class DocumentStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def export(self, doc_id: str) -> list[ChunkRow]:
+        """A document's chunks with their vectors, in order (copying a store without re-embedding)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ordinal, text, tokens, vector, page, section, sheet, row FROM chunks"
+                " WHERE document_id = ? ORDER BY ordinal",
+                (doc_id,),
+            ).fetchall()
+        return [
+            ChunkRow(
+                ordinal=r["ordinal"],
+                text=r["text"],
+                tokens=r["tokens"] or 0,
+                vector=np.frombuffer(r["vector"], dtype=np.float32),
+                page=r["page"],
+                section=r["section"],
+                sheet=r["sheet"],
+                row=r["row"],
+            )
+            for r in rows
+        ]
+
     def texts(self, limit: int) -> list[str]:
         """Up to ``limit`` non-blank chunk texts in ingestion order (training on a domain's documents)."""
         with self._lock:
@@ -295,9 +317,12 @@ class DocumentStore:
             chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         return docs, chunks
 
-    def replace(self, record: DocumentRecord, chunks: list[ChunkRow]) -> tuple[np.ndarray, np.ndarray]:
+    def replace(
+        self, record: DocumentRecord, chunks: list[ChunkRow], keep_times: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Write a document and its chunks atomically, replacing any previous version.
 
+        ``keep_times``: the record's own created/updated times are kept (a migration copies them).
         Returns (new chunk row ids, removed chunk row ids) for the vector index.
         """
         now = time.time()
@@ -311,8 +336,9 @@ class DocumentStore:
                 ]
                 self._drop_terms(removed)
                 db.execute("DELETE FROM chunks WHERE document_id = ?", (record.id,))
-                record.created_at = old[0] if old else now
-                record.updated_at = now
+                if not keep_times:
+                    record.created_at = old[0] if old else now
+                    record.updated_at = now
                 record.chunk_count = len(chunks)
                 db.execute(
                     "INSERT OR REPLACE INTO documents (id, filename, title, content_type, language, page_count,"

@@ -51,9 +51,9 @@ class MilvusCollection(SearchMixin):
         self.store.close()
 
     # -- writes ----------------------------------------------------------------------------------
-    def write(self, record: DocumentRecord, chunks: list[ChunkRow]) -> None:
+    def write(self, record: DocumentRecord, chunks: list[ChunkRow], keep_times: bool = False) -> None:
         with self._lock:
-            self.store.replace(record, chunks)
+            self.store.replace(record, chunks, keep_times)
 
     def after_batch(self) -> None:
         self.reconcile()

@@ -30,7 +30,15 @@ class _QuietIterator(logging.Filter):
         return "mvccTs" not in record.getMessage()
 
 
+class _QuietLite(logging.Filter):
+    """...and embedded Milvus Lite's gRPC server logs a traceback for the timestamp call it lacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], NotImplementedError))
+
+
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
+logging.getLogger("grpc._server").addFilter(_QuietLite())
 
 #: Words in a pymilvus error that mean the server was not reached (as opposed to a bad request).
 _OUTAGE = (
@@ -101,6 +109,9 @@ class MilvusConnection:
             if self._client is None:
                 from pymilvus import MilvusClient
 
+                if self.embedded:
+                    self._start_embedded()
+
                 # dedicated: pymilvus otherwise shares one channel per address among clients, and
                 # a channel that failed during an outage is handed to the next client as it is
                 kwargs: dict[str, Any] = {
@@ -115,6 +126,17 @@ class MilvusConnection:
                     kwargs["db_name"] = self._db_name
                 self._client = MilvusClient(self.uri, **kwargs)
             return self._client
+
+    def _start_embedded(self) -> None:
+        """Open the Milvus Lite path in this process (pymilvus would, but would hide why it failed)."""
+        from milvus_lite import server_manager_instance
+
+        if server_manager_instance.start_and_get_uri(self.uri) is None:
+            raise StoreUnavailable(
+                self.shown,
+                "Milvus Lite could not open it; another process may hold it (Milvus Lite serves one "
+                "process per path: share a store between processes through a Milvus server URI)",
+            )
 
     def _drop(self) -> None:
         with self._lock:
@@ -201,7 +223,12 @@ class MilvusConnection:
         return {"backend": "milvus", "uri": self.shown, "state": "ok"}
 
     def close(self) -> None:
+        """Close the client; an embedded Milvus Lite is shut too, so its path is free for another process."""
         self._drop()
+        if self.embedded:
+            from milvus_lite import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
 
 
 class _Refused(Exception):

@@ -97,21 +97,22 @@ class MilvusStore:
             )
         return list(self._iterate(self.documents_name, expr, fields))
 
-    def _iterate(self, collection: str, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
-        def page(client: Any) -> list[list[dict[str, Any]]]:
-            it = client.query_iterator(
+    def _pages(self, collection: str, expr: str, fields: list[str]) -> Iterator[list[dict[str, Any]]]:
+        """The matching rows, a page at a time (a large domain never sits in memory at once)."""
+        it = self.conn.run(
+            lambda client: client.query_iterator(
                 collection, batch_size=PAGE, filter=expr, output_fields=fields, timeout=self.conn.timeout_s
             )
-            out = []
-            try:
-                while batch := it.next():
-                    out.append(list(batch))
-            finally:
-                it.close()
-            return out
+        )
+        try:
+            while batch := self.conn.run(lambda _: it.next()):
+                yield list(batch)
+        finally:
+            it.close()
 
-        for batch in self.conn.run(page):
-            yield from batch
+    def _iterate(self, collection: str, expr: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        for page in self._pages(collection, expr, fields):
+            yield from page
 
     def _record_row(self, doc_id: str) -> dict[str, Any] | None:
         rows = self.conn.call(
@@ -192,6 +193,28 @@ class MilvusStore:
         )
         return [r["text"] for r in sorted(rows, key=lambda r: r["ordinal"])]
 
+    def export(self, doc_id: str) -> list[ChunkRow]:
+        """A document's chunks with their vectors, in order (copying a store without re-embedding)."""
+        record = self._record_row(doc_id)
+        if not record or not record["version"]:
+            return []
+        fields = ["ordinal", "text", "tokens", "vector", "page", "section", "sheet", "row"]
+        expr = f"doc_id == {milvus_literal(doc_id)} and doc_version == {milvus_literal(record['version'])}"
+        rows = sorted(self._iterate(self.chunks_name, expr, fields), key=lambda r: r["ordinal"])
+        return [
+            ChunkRow(
+                ordinal=r["ordinal"],
+                text=r["text"],
+                tokens=r["tokens"],
+                vector=np.asarray(r["vector"], dtype=np.float32),
+                page=r["page"],
+                section=r["section"],
+                sheet=r["sheet"],
+                row=r["row"],
+            )
+            for r in rows
+        ]
+
     def texts(self, limit: int) -> list[str]:
         out: list[str] = []
         for record in self.list(0, 1 << 31):
@@ -201,15 +224,17 @@ class MilvusStore:
         return out[:limit]
 
     # -- writes ----------------------------------------------------------------------------------
-    def replace(self, record: DocumentRecord, chunks: list[ChunkRow]) -> None:
-        """Write a document and its chunks as one unit (see the module's docstring)."""
+    def replace(self, record: DocumentRecord, chunks: list[ChunkRow], keep_times: bool = False) -> None:
+        """Write a document and its chunks as one unit (see the module's docstring); ``keep_times``
+        keeps the record's own created/updated times (a migration copies them)."""
         now = time.time()
         old = self._record_row(record.id)
         old_version = old["version"] if old else ""
         stale = [old["pending"]] if old and old["pending"] else []
         version = f"{time.time_ns():x}{secrets.token_hex(4)}"
-        record.created_at = old["created_at"] if old and old_version else now
-        record.updated_at = now
+        if not keep_times:
+            record.created_at = old["created_at"] if old and old_version else now
+            record.updated_at = now
         record.chunk_count = len(chunks)
         # 1. mark the write (a first write: a record no read shows, version "")
         marker = _record(old) if old and old_version else record
@@ -335,23 +360,23 @@ class MilvusStore:
         return out
 
     def chunk_ids(self) -> np.ndarray:
-        rows = self._iterate(self.chunks_name, "", ["id", "doc_id", "doc_version"])
-        visible = self.visible(list(rows))
-        return np.array(sorted(int(r["id"]) for r in visible), dtype=np.int64)
+        ids = [
+            int(r["id"])
+            for page in self._pages(self.chunks_name, "", ["id", "doc_id", "doc_version"])
+            for r in self.visible(page)
+        ]
+        return np.array(sorted(ids), dtype=np.int64)
 
-    def vectors(
-        self, ids: np.ndarray | None = None, batch: int = 4096
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def vectors(self, ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) batches of the visible chunks (all, or the given ids)."""
         wanted = None if ids is None else {int(i) for i in ids}
-        rows = [r for r in self._iterate(self.chunks_name, "", ["id", "doc_id", "doc_version", "vector"])]
-        rows = [r for r in self.visible(rows) if wanted is None or int(r["id"]) in wanted]
-        for start in range(0, len(rows), batch):
-            part = rows[start : start + batch]
-            yield (
-                np.array([r["id"] for r in part], dtype=np.int64),
-                np.array([r["vector"] for r in part], dtype=np.float32),
-            )
+        for page in self._pages(self.chunks_name, "", ["id", "doc_id", "doc_version", "vector"]):
+            rows = [r for r in self.visible(page) if wanted is None or int(r["id"]) in wanted]
+            if rows:
+                yield (
+                    np.array([r["id"] for r in rows], dtype=np.int64),
+                    np.array([r["vector"] for r in rows], dtype=np.float32),
+                )
 
     def close(self) -> None:
         """Nothing to close per domain: the connection belongs to the backend."""
