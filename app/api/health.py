@@ -21,7 +21,9 @@ async def health(state: StateDep) -> JSONResponse:
     backbone's native window and the KV cache it needs (``window``); and ``lora_guard``: whether
     the engine processes run with the LoRA guard (``active``), as they report it themselves. On a
     fleet (backend remote), ``engine`` lists the replicas with their state and resident adapters;
-    the service is ready while at least one replica is healthy.
+    the service is ready while at least one replica is healthy. ``knowledge``: the store backend
+    and whether it answers (a Milvus that does not is ``unavailable``; the service stays ready, since
+    requests without retrieval still work).
     """
     status = state.status()
     engine = state.engine

@@ -1,6 +1,10 @@
-"""The knowledge store: SQLite (documents, chunks, vectors, FTS5) is the source of truth; the
-vector index is a rebuildable cache of it, behind a small interface (FAISS today, a distributed
-vector store later).
+"""The knowledge store, on one of two backends behind one interface (``Collection``'s):
+
+- embedded (``local.py``): SQLite (documents, chunks, vectors, FTS5) is the source of truth and
+  the FAISS index a rebuildable cache of it;
+- Milvus (``milvus/``): everything in Milvus, shared by every process pointing at it.
+
+Search (fusion, reranking, score floor) and the filter language (``filters.py``) are shared.
 """
 
 from indexers.store.collection import Collection, CollectionSettings, SearchHit

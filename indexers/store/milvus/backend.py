@@ -1,11 +1,12 @@
 """The Milvus backend: which domains exist, opening and dropping their collections.
 
 Which domains exist is asked of Milvus (its collection list), so a domain another Tailor process
-created is seen here too. The answer is cached for ``refresh_s``: the catalog asks "is this name a
-domain?" on request paths, and one listing every few seconds answers all of them. When Milvus
-does not answer, the last listing is used (chat to the base model or to adapters must not fail
-because the knowledge store is down); searching or ingesting a domain then fails with
-``StoreUnavailable``.
+created is seen here too. The catalog asks "is this name a domain?" on request paths, on the
+event loop, so that question never waits for Milvus: a background thread lists the collections
+every ``refresh_s`` and ``has``/``domains`` answer from the last listing (only the very first
+question waits for one). When Milvus does not answer, the last listing stands — chat to the base
+model or to adapters must not fail because the knowledge store is down; searching or ingesting a
+domain then fails with ``StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -52,31 +53,46 @@ class MilvusBackend:
         self._known: set[str] = set()
         self._listed_at = float("-inf")
         self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
         self._documents_ready = False
 
     # -- which domains ---------------------------------------------------------------------------
-    def _refresh(self, force: bool = False) -> set[str]:
-        with self._lock:
-            if not force and time.monotonic() - self._listed_at < self.refresh_s:
-                return set(self._known)
+    def _refresh(self) -> bool:
         try:
             names = self.conn.call("list_collections")
         except StoreUnavailable:
-            with self._lock:
-                return set(self._known)
+            return False
         found = {d for n in names if (d := domain_of(self.prefix, n)) is not None}
         with self._lock:
             self._known, self._listed_at = found, time.monotonic()
-        return found
+        return True
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.refresh_s):
+            try:
+                self._refresh()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad answer
+                log.exception("listing the knowledge store's collections failed")
+
+    def _listing(self) -> set[str]:
+        with self._lock:
+            start = self._watcher is None
+            if start:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="tailor-milvus-domains", daemon=True
+                )
+        if start:
+            self._refresh()  # the first answer waits for a listing; later ones never do
+            self._watcher.start()
+        with self._lock:
+            return set(self._known)
 
     def domains(self) -> list[str]:
-        return sorted(self._refresh())
+        return sorted(self._listing())
 
     def has(self, domain: str) -> bool:
-        with self._lock:
-            if domain in self._known:
-                return True
-        return domain in self._refresh()
+        return domain in self._listing()
 
     # -- collections -----------------------------------------------------------------------------
     def _ensure_documents(self) -> str:
@@ -117,8 +133,8 @@ class MilvusBackend:
             self._create(
                 name, lambda c: chunk_schema(c, embedder.dim), lambda c: chunk_indexes(c, self.index_type)
             )
-            with self._lock:
-                self._known.add(domain)
+        with self._lock:
+            self._known.add(domain)  # before the next listing says so
         self.conn.call("load_collection", name)
         store = MilvusStore(
             self.conn,
@@ -146,4 +162,7 @@ class MilvusBackend:
         return self.conn.state()
 
     def close(self) -> None:
+        self._closed.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=self.conn.timeout_s + 1)
         self.conn.close()
