@@ -120,6 +120,10 @@ class MilvusConnection:
                     # and gRPC shares sub-channels (with their reconnect back-off) process-wide
                     "grpc_options": {"grpc.use_local_subchannel_pool": 1},
                 }
+                if self.embedded:
+                    # Milvus Lite's gRPC server allows a keepalive ping every 5 minutes; pymilvus's 10 s
+                    # gets the connection closed ("too_many_pings") now and then
+                    kwargs["grpc_options"]["grpc.keepalive_time_ms"] = 300_000
                 if self._token:
                     kwargs["token"] = self._token
                 if self._db_name:

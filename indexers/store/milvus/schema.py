@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-#: Longest string columns (Milvus VARCHAR lengths are limits, not reservations).
+#: Longest string columns, in UTF-8 bytes (Milvus VARCHAR lengths are limits, not reservations).
 LONG = 65_535
-ID_LENGTH = 512
+#: A document id is at most 256 characters: 1,024 bytes of UTF-8.
+ID_LENGTH = 1024
 _ENCODE = {".": "_d", "-": "_h", "_": "_u"}
 _DECODE = {v[1]: k for k, v in _ENCODE.items()}
 DOCUMENT_COLUMNS = (
@@ -61,6 +62,14 @@ CHUNK_OUTPUT = (
     "metadata",
     *(f"doc_{c}" for c in CHUNK_DOCUMENT_COLUMNS),
 )
+
+
+def fit(text: str | None, limit: int = LONG) -> str | None:
+    """``text`` cut to ``limit`` UTF-8 bytes (at a character boundary): what a VARCHAR column takes."""
+    if text is None:
+        return None
+    data = text.encode()
+    return text if len(data) <= limit else data[:limit].decode(errors="ignore")
 
 
 def chunk_collection(prefix: str, domain: str) -> str:

@@ -36,6 +36,7 @@ from indexers.store.milvus.schema import (
     DOCUMENT_COLUMNS,
     chunk_id,
     document_key,
+    fit,
 )
 from indexers.store.sqlite_store import ChunkRow, DocumentRecord, chunk_head
 
@@ -60,7 +61,7 @@ def terms(record: DocumentRecord, chunk: ChunkRow, head_weight: float) -> str:
     body = lexical.analyze(chunk.text, record.language)
     head = lexical.analyze(chunk_head(record, chunk), record.language)
     repeats = max(0, round(head_weight))
-    return "\n".join([body, *([head] * repeats if head else [])])
+    return fit("\n".join([body, *([head] * repeats if head else [])]))
 
 
 class MilvusStore:
@@ -125,6 +126,8 @@ class MilvusStore:
 
     def _upsert_record(self, record: DocumentRecord, version: str, pending: str, dirty_since: float) -> None:
         row = {c: getattr(record, c) for c in DOCUMENT_COLUMNS}
+        for column in ("filename", "title", "content_type", "language"):
+            row[column] = fit(row[column])
         row.update(
             key=document_key(self.domain, record.id),
             domain=self.domain,
@@ -256,10 +259,10 @@ class MilvusStore:
             "doc_id": record.id,
             "doc_version": version,
             "ordinal": c.ordinal,
-            "text": c.text,
+            "text": fit(c.text),
             "page": c.page,
-            "section": c.section,
-            "sheet": c.sheet,
+            "section": fit(c.section),
+            "sheet": fit(c.sheet),
             "row": c.row,
             "tokens": c.tokens,
             "metadata": record.metadata,
@@ -267,7 +270,7 @@ class MilvusStore:
             "vector": np.asarray(c.vector, dtype=np.float32).tolist(),
         }
         for column in CHUNK_DOCUMENT_COLUMNS:
-            row[f"doc_{column}"] = getattr(record, column)
+            row[f"doc_{column}"] = fit(getattr(record, column))
         return row
 
     def delete(self, doc_id: str) -> list[str]:
