@@ -128,3 +128,68 @@ def test_domain_names_map_to_collections_one_to_one() -> None:
     assert all(c.replace("_", "").isalnum() for c in collections)
     assert [domain_of("tailor_", c) for c in collections] == names
     assert domain_of("tailor_", "tailor_documents") is None and domain_of("other_", collections[0]) is None
+
+
+def test_two_writers_racing_on_one_document_never_show_a_mix(
+    embedder, milvus_backend: MilvusBackend, domain_name: str
+) -> None:
+    """Two connections (as two processes would have) rewrite one document concurrently while a
+    reader checks that every read shows one whole version: a search may come back empty while a
+    version is switched (its candidates were the old one's), never with a mix or a part."""
+    import threading
+
+    import numpy as np
+
+    from indexers.store.sqlite_store import ChunkRow, DocumentRecord
+
+    other = MilvusBackend(MilvusConnection(milvus_backend.conn.uri))
+    a = milvus_backend.open(domain_name, embedder, CollectionSettings(), create=True)
+    b = other.open(domain_name, embedder, CollectionSettings())
+    vector = np.ones(embedder.dim, np.float32) / np.sqrt(embedder.dim)
+
+    def write(c, tag: str, n: int) -> None:
+        record = DocumentRecord(id="doc", sha256=tag.ljust(64, "0"), status="ok", language="en")
+        c.write(record, [ChunkRow(i, f"{tag} clause {i} of {n}", 5, vector) for i in range(n)])
+
+    write(a, "start", 2)
+    stop, seen, errors = threading.Event(), [], []
+
+    def read() -> None:
+        while not stop.is_set():
+            texts = a.store.chunk_texts("doc")
+            hits = [h.text for h in a.search("clause", top_k=20, mode="bm25")]
+            if not texts:
+                errors.append(texts)
+            for view in (texts, hits) if hits else (texts,):
+                tags = {t.split()[0] for t in view}
+                total = {t.split()[-1] for t in view}
+                if len(tags) != 1 or len(total) != 1 or len(view) != int(next(iter(total))):
+                    errors.append(view)
+            seen.append(texts[0].split()[0] if texts else None)
+
+    def writer(c, name: str, sizes: list[int]) -> None:
+        for r, n in enumerate(sizes):
+            write(c, f"{name}{r}", n)
+
+    threads = [
+        threading.Thread(target=read),
+        threading.Thread(target=writer, args=(a, "A", [3, 5, 2, 4])),
+        threading.Thread(target=writer, args=(b, "B", [4, 2, 5, 3])),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads[1:]:
+            t.join(120)
+        stop.set()
+        threads[0].join(60)
+        assert not errors, errors[:3]
+        assert len(set(seen)) > 2  # the reader saw several versions come and go
+        final = a.store.chunk_texts("doc")
+        tag, n = final[0].split()[0], int(final[0].split()[-1])
+        assert len(final) == n and all(t.split()[0] == tag for t in final)
+        raw = milvus_backend.conn.call("query", a.store.chunks_name, filter="", output_fields=["count(*)"])
+        assert raw[0]["count(*)"] == n  # the losers removed their own chunks
+    finally:
+        other.close()
+        milvus_backend.drop(domain_name)

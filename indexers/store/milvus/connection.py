@@ -37,6 +37,10 @@ class _QuietLite(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], NotImplementedError))
 
 
+#: Connections of this process to each embedded Milvus Lite path (its server stops with the last).
+_EMBEDDED_USERS: dict[str, int] = {}
+_EMBEDDED_LOCK = threading.Lock()
+
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
 logging.getLogger("grpc._server").addFilter(_QuietLite())
 
@@ -99,6 +103,7 @@ class MilvusConnection:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._client: Any = None
+        self._holds_embedded = False
         self._lock = threading.Lock()
         #: When the last call failed for want of a server, and why (``None`` while it answers).
         self.down_since: float | None = None
@@ -135,12 +140,17 @@ class MilvusConnection:
         """Open the Milvus Lite path in this process (pymilvus would, but would hide why it failed)."""
         from milvus_lite import server_manager_instance
 
+        if self._holds_embedded:
+            return
         if server_manager_instance.start_and_get_uri(self.uri) is None:
             raise StoreUnavailable(
                 self.shown,
                 "Milvus Lite could not open it; another process may hold it (Milvus Lite serves one "
                 "process per path: share a store between processes through a Milvus server URI)",
             )
+        with _EMBEDDED_LOCK:
+            _EMBEDDED_USERS[self.uri] = _EMBEDDED_USERS.get(self.uri, 0) + 1
+        self._holds_embedded = True
 
     def _drop(self) -> None:
         with self._lock:
@@ -229,7 +239,12 @@ class MilvusConnection:
     def close(self) -> None:
         """Close the client; an embedded Milvus Lite is shut too, so its path is free for another process."""
         self._drop()
-        if self.embedded:
+        if not self._holds_embedded:
+            return
+        self._holds_embedded = False
+        with _EMBEDDED_LOCK:
+            users = _EMBEDDED_USERS[self.uri] = _EMBEDDED_USERS[self.uri] - 1
+        if users == 0:  # the last connection to it in this process
             from milvus_lite import server_manager_instance
 
             server_manager_instance.release_server(self.uri)

@@ -5,7 +5,11 @@ Milvus has no transactions, so a document is replaced or deleted as a unit by ve
 1. the document record is marked ``pending = V`` (with ``dirty_since``);
 2. the new chunks are inserted with ``doc_version = V``;
 3. the record is upserted with ``version = V`` — the commit point: from here searches see V;
-4. the chunks of the old version are deleted and the record is marked clean.
+4. the chunks of the version it replaced are deleted.
+
+Two processes writing one document at once: the last commit wins, and a writer that finds
+another version committed after its own removes its own chunks; readers see one whole version at
+every moment.
 
 A chunk is visible only while its ``doc_version`` is its document's ``version`` (checked for every
 result, ``chunks``), so a crash at any step never shows half a document: before 3 the old version
@@ -186,14 +190,21 @@ class MilvusStore:
         return languages
 
     def chunk_texts(self, doc_id: str) -> list[str]:
-        record = self._record_row(doc_id)
-        if not record or not record["version"]:
-            return []
-        rows = self._iterate(
-            self.chunks_name,
-            f"doc_id == {milvus_literal(doc_id)} and doc_version == {milvus_literal(record['version'])}",
-            ["ordinal", "text"],
-        )
+        """A document's chunk texts in order. Reads the record, then its version's chunks; when a
+        write switched and removed that version in between, it reads again (up to 3 times)."""
+        for _ in range(3):
+            record = self._record_row(doc_id)
+            if not record or not record["version"]:
+                return []
+            rows = list(
+                self._iterate(
+                    self.chunks_name,
+                    f"doc_id == {milvus_literal(doc_id)} and doc_version == {milvus_literal(record['version'])}",
+                    ["ordinal", "text"],
+                )
+            )
+            if len(rows) == record["chunk_count"]:
+                break
         return [r["text"] for r in sorted(rows, key=lambda r: r["ordinal"])]
 
     def export(self, doc_id: str) -> list[ChunkRow]:
@@ -233,7 +244,12 @@ class MilvusStore:
         now = time.time()
         old = self._record_row(record.id)
         old_version = old["version"] if old else ""
-        stale = [old["pending"]] if old and old["pending"] else []
+        # a crashed earlier write's chunks; a write in flight in another process is left alone
+        stale = (
+            [old["pending"]]
+            if old and old["pending"] and old["dirty_since"] < now - self.stale_after_s
+            else []
+        )
         version = f"{time.time_ns():x}{secrets.token_hex(4)}"
         if not keep_times:
             record.created_at = old["created_at"] if old and old_version else now
@@ -246,10 +262,17 @@ class MilvusStore:
         rows = [self._chunk_row(record, version, c) for c in chunks]
         for start in range(0, len(rows), 256):
             self.conn.call("insert", self.chunks_name, rows[start : start + 256])
-        # 3. the commit point
+        # 3. the commit point (what it replaces is read just before: another process may have
+        #    committed a version since step 1)
+        before = self._record_row(record.id)
         self._upsert_record(record, version, "", 0.0)
-        # 4. the old version's chunks (and a crashed earlier write's) go
-        self._delete_chunks(record.id, [old_version, *stale])
+        # 4. the replaced version's chunks (and a crashed earlier write's) go
+        replaced = [old_version, before["version"] if before else "", *stale]
+        self._delete_chunks(record.id, [v for v in replaced if v != version])
+        # 5. two processes writing one document: the last commit wins, and a loser removes its own
+        after = self._record_row(record.id)
+        if after is not None and after["version"] != version:
+            self._delete_chunks(record.id, [version])
         with self._lock:
             self._languages = None
 
