@@ -9,7 +9,9 @@ Milvus has no transactions, so a document is replaced or deleted as a unit by ve
 
 Two processes writing one document at once: the last commit wins, and a writer that finds
 another version committed after its own removes its own chunks; readers see one whole version at
-every moment.
+every moment. In a narrow interleaving a loser cannot tell it lost; its chunks stay invisible and
+go with the document's next write once older than ``stale_after_s`` (a version starts with its
+creation time, so old ones are found by comparison).
 
 A chunk is visible only while its ``doc_version`` is its document's ``version`` (checked for every
 result, ``chunks``), so a crash at any step never shows half a document: before 3 the old version
@@ -266,9 +268,11 @@ class MilvusStore:
         #    committed a version since step 1)
         before = self._record_row(record.id)
         self._upsert_record(record, version, "", 0.0)
-        # 4. the replaced version's chunks (and a crashed earlier write's) go
+        # 4. the replaced version's chunks (and a crashed earlier write's) go, and any version of
+        #    this document too old to be a write still in flight (a racing writer's leftovers)
         replaced = [old_version, before["version"] if before else "", *stale]
         self._delete_chunks(record.id, [v for v in replaced if v != version])
+        self.sweep_versions(record.id, version, now)
         # 5. two processes writing one document: the last commit wins, and a loser removes its own
         after = self._record_row(record.id)
         if after is not None and after["version"] != version:
@@ -320,6 +324,19 @@ class MilvusStore:
         with self._lock:
             self._languages = None
         return [r["id"] for r in found]
+
+    def sweep_versions(self, doc_id: str, current: str, now: float | None = None) -> None:
+        """Delete the document's chunks of versions older than ``stale_after_s`` other than
+        ``current`` (a version begins with its creation time in hex nanoseconds, so the cut-off
+        is a string comparison Milvus evaluates)."""
+        now = time.time() if now is None else now
+        cutoff = f"{int((now - self.stale_after_s) * 1e9):x}"
+        self.conn.call(
+            "delete",
+            self.chunks_name,
+            filter=f"doc_id == {milvus_literal(doc_id)} and doc_version != {milvus_literal(current)}"
+            f" and doc_version < {milvus_literal(cutoff)}",
+        )
 
     def sweep(self, now: float | None = None) -> int:
         """Finish what crashed writes and deletes left (older than ``stale_after_s``); how many."""
