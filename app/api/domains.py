@@ -28,6 +28,7 @@ from app.protocol.errors import APIError
 from app.protocol.jobs import JobPublic, job_public
 from app.protocol.profiles import DomainProfile, DomainProfileIn
 from app.serving.optimize import Optimizer, describe_engine_failure
+from indexers.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=CleanJSONRoute, prefix="/domains", tags=["domains"])
@@ -47,8 +48,11 @@ def _public(domains: Catalog, name: str, profile: DomainProfile | None = None) -
         raise APIError(404, f"No domain '{name}'.", param="name", code="domain_not_found")
     stats = None
     if domains.knowledge.has(name):
-        docs, chunks = domains.knowledge.collection(name).store.count()
-        stats = KnowledgeStats(documents=docs, chunks=chunks)
+        try:
+            docs, chunks = domains.knowledge.collection(name).store.count()
+            stats = KnowledgeStats(documents=docs, chunks=chunks)
+        except StoreUnavailable:
+            pass  # the profile is still listed; its store's counts are unknown while Milvus is down
     return DomainPublic(**profile.model_dump(), configured=profile.version > 0, knowledge=stats)
 
 
