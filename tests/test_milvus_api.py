@@ -210,6 +210,10 @@ def test_milvus_down_gives_503_naming_it_and_the_base_model_still_answers(
         model=model_name, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
     )
     assert base.choices[0].message.content is not None
+    listed = httpx.get(f"{app.url}/v1/domains", timeout=60)  # profiles still listed, counts unknown
+    assert listed.status_code == 200 and {"down-law": None} == {
+        d["name"]: d["knowledge"] for d in listed.json()["data"] if d["name"] == "down-law"
+    }
     health = httpx.get(f"{app.url}/health", timeout=60)
     assert health.status_code == 200 and health.json()["knowledge"]["state"] == "unavailable"
     assert time.monotonic() - started < 60  # every answer came in bounded time, none hung

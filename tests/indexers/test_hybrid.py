@@ -1,6 +1,6 @@
 """Hybrid retrieval: stemmed BM25 per language, the head field, fusion, the v1→v2 store migration,
 the reranking stage and the evaluation / tuning arithmetic — on real collections (SQLite, FAISS,
-the bundled embedder)."""
+the bundled embedder; stemming, heads and reranking on Milvus Lite too)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,19 @@ def collection(tmp_path: Path, embedder) -> Collection:
     c.close()
 
 
+@pytest.fixture(params=["faiss", "milvus"])
+def either(request, tmp_path: Path, embedder, milvus_backend, domain_name: str):
+    """A collection on each backend (Milvus Lite for Milvus): stemming, heads and reranking are
+    the same on both."""
+    if request.param == "milvus":
+        yield milvus_backend.open(domain_name, embedder, CollectionSettings(), create=True)
+        milvus_backend.drop(domain_name)
+        return
+    c = Collection(tmp_path / "c", embedder, CollectionSettings(index_kind="flat"))
+    yield c
+    c.close()
+
+
 def ingest(collection: Collection, chunker, docs: list[Source]) -> None:
     results = Ingestor(collection, chunker).run(docs)
     assert all(r.status == "created" for r in results), results
@@ -45,7 +58,8 @@ def test_stemming_follows_each_documents_language():
     assert lexical.query_terms("a b 7", ["en"]) == ["7"]  # single letters dropped, digits kept
 
 
-def test_bm25_finds_inflected_forms_in_spanish_and_english(collection, chunker):
+def test_bm25_finds_inflected_forms_in_spanish_and_english(either, chunker):
+    collection = either
     ingest(
         collection,
         chunker,
@@ -70,7 +84,10 @@ def test_bm25_finds_inflected_forms_in_spanish_and_english(collection, chunker):
     assert docs_of(collection.search("termination of agreements", 2, "bm25"))[0] == "en"
 
 
-def test_title_words_weigh_more_than_body_words(tmp_path, embedder, chunker):
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_title_words_weigh_more_than_body_words(
+    backend, tmp_path, embedder, chunker, milvus_backend, domain_name
+):
     body = "Payment terms and invoicing schedule for the services described below."
     docs = [
         Source(id="titled", filename="warranty.txt", title="Warranty", text=body),
@@ -78,9 +95,15 @@ def test_title_words_weigh_more_than_body_words(tmp_path, embedder, chunker):
     ]
     ranks = {}
     for weight in (0.0, 4.0):
-        c = Collection(
-            tmp_path / f"w{weight}", embedder, CollectionSettings(index_kind="flat", head_weight=weight)
-        )
+        settings = CollectionSettings(index_kind="flat", head_weight=weight)
+        if backend == "milvus":
+            name = f"{domain_name}-w{int(weight)}"
+            c = milvus_backend.open(name, embedder, settings, create=True)
+            ingest(c, chunker, docs)
+            ranks[weight] = docs_of(c.search("warranty", 2, "bm25"))
+            milvus_backend.drop(name)
+            continue
+        c = Collection(tmp_path / f"w{weight}", embedder, settings)
         ingest(c, chunker, docs)
         ranks[weight] = docs_of(c.search("warranty", 2, "bm25"))
         c.close()
@@ -178,7 +201,8 @@ class KeywordReranker(Reranker):
         return np.array([t.lower().count(self.keyword) for t in texts], dtype=np.float32)
 
 
-def test_a_reranker_reorders_the_fused_candidates(collection, chunker):
+def test_a_reranker_reorders_the_fused_candidates(either, chunker):
+    collection = either
     ingest(
         collection,
         chunker,
