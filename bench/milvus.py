@@ -51,14 +51,16 @@ MODES = {"dense": Setting("dense"), "bm25": Setting("bm25"), "hybrid (default)":
 
 def copy(src: Collection, dst, tenant: str | None = None) -> int:
     """Every document of ``src`` into ``dst`` with its vectors (``tenant`` tags its metadata)."""
-    n = 0
-    for record in src.store.list(0, 1 << 62):
-        if tenant is not None:
-            record.metadata = {**record.metadata, "tenant": tenant}
-        dst.write(record, src.store.export(record.id), keep_times=True)
-        n += 1
+    records = src.store.list(0, 1 << 62)
+    for start in range(0, len(records), 64):
+        batch = []
+        for record in records[start : start + 64]:
+            if tenant is not None:
+                record.metadata = {**record.metadata, "tenant": tenant}
+            batch.append((record, src.store.export(record.id)))
+        dst.write_many(batch, keep_times=True)
     dst.after_batch()
-    return n
+    return len(records)
 
 
 def scores(pools: Pools, queries: list[LabelledQuery]) -> dict:
@@ -200,7 +202,7 @@ def latency(backend: MilvusBackend, sizes: list[int], n_queries: int, dim: int =
         with tempfile.TemporaryDirectory() as tmp:
             faiss = Collection(Path(tmp) / "c", embedder, CollectionSettings(index_kind="flat"))
             milvus = backend.open(f"synthetic-{n}", embedder, CollectionSettings(), create=True)
-            per_doc = 10
+            per_doc = max(10, n // 1000)  # 1,000 documents at 100k chunks: loading stays minutes
             for name, c in (("faiss", faiss), ("milvus", milvus)):
                 t = time.perf_counter()
                 for d in range(n // per_doc):
@@ -233,6 +235,57 @@ def latency(backend: MilvusBackend, sizes: list[int], n_queries: int, dim: int =
     return rows
 
 
+def markdown(report: dict) -> str:
+    """The tables of docs/benchmarks.md "Milvus", from the JSON this bench writes."""
+    lines = [
+        "| corpus | retrieval | FAISS MRR@10 | Milvus MRR@10 | difference | FAISS p50 / p99 (ms) | Milvus p50 / p99 (ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for corpus, r in report.get("quality", {}).items():
+        for mode in MODES:
+            f, m = r["faiss"][mode], r["milvus"][mode]
+            lines.append(
+                f"| {corpus} ({r['documents']} docs, {r['chunks']} chunks) | {mode} | {f['mrr@10']:.4f} | "
+                f"{m['mrr@10']:.4f} | {m['mrr@10'] - f['mrr@10']:+.4f} | {f['p50_ms']} / {f['p99_ms']} | "
+                f"{m['p50_ms']} / {m['p99_ms']} |"
+            )
+    if report.get("tenancy"):
+        lines += [
+            "",
+            "| corpus | BM25 MRR@10, own collection | in one shared collection, filtered | difference |",
+            "| --- | --- | --- | --- |",
+        ]
+        for corpus, t in report["tenancy"].items():
+            own, shared = t["own collection"], t["shared collection, filtered"]
+            lines.append(f"| {corpus} | {own:.4f} | {shared:.4f} | {shared - own:+.4f} |")
+    if report.get("ingest"):
+        i = report["ingest"]
+        lines += [
+            "",
+            f"| ingest ({i['documents']} documents, {i['chunks']} chunks, median of {i['rounds']}) | FAISS chunks/s | Milvus Lite chunks/s | Milvus / FAISS |",
+            "| --- | --- | --- | --- |",
+            f"| whole pipeline (load, chunk, embed, write) | {i['pipeline_chunks_per_s']['faiss']} | "
+            f"{i['pipeline_chunks_per_s']['milvus']} | {i['pipeline_ratio_milvus_over_faiss']} |",
+            f"| write only (pre-embedded, as a migration) | {i['write_chunks_per_s']['faiss']} | "
+            f"{i['write_chunks_per_s']['milvus']} | {i['write_ratio_milvus_over_faiss']} |",
+        ]
+    if report.get("latency"):
+        lines += [
+            "",
+            "| chunks | mode | FAISS p50 / p99 (ms) | Milvus Lite p50 / p99 (ms) | load FAISS / Milvus (s) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        rows = {(r["chunks"], r["backend"], r["mode"]): r for r in report["latency"]}
+        for n, _, mode in [k for k in rows if k[1] == "faiss"]:
+            f, m = rows[(n, "faiss", mode)], rows.get((n, "milvus", mode))
+            if m:
+                lines.append(
+                    f"| {n:,} | {mode} | {f['p50_ms']} / {f['p99_ms']} | {m['p50_ms']} / {m['p99_ms']} | "
+                    f"{f['load_s']} / {m['load_s']} |"
+                )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -243,7 +296,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "milvus.json")
+    parser.add_argument("--markdown", action="store_true", help="print the tables of --out and exit")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     settings = KnowledgeSettings()
     embedder = SentenceTransformerEmbedder(str(embedder_dir()), device="cpu")
     chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap)

@@ -128,6 +128,7 @@ class Ingestor:
             texts = [t for p in pending for t in p.embed_texts]
             vectors = self.collection.embedder.embed(texts)
             offset = 0
+            batch = []
             for p in pending:
                 n = len(p.chunks)
                 rows = [
@@ -144,8 +145,11 @@ class Ingestor:
                     for i, c in enumerate(p.chunks)
                 ]
                 offset += n
-                self.collection.write(p.record, rows)
-                progress.chunks_done += n
+                batch.append((p.record, rows))
+            # one call for the batch: a Milvus store writes it in a few round trips
+            self.collection.write_many(batch)
+            for p in pending:
+                progress.chunks_done += len(p.chunks)
                 progress.documents_done += 1
                 results.append(self._result(p))
             pending, pending_chunks = [], 0

@@ -19,6 +19,8 @@ from app.config import KnowledgeSettings
 from app.knowledge.base import KnowledgeBase, make_backend
 
 Backend = Literal["faiss", "milvus"]
+#: Documents written per call to the target (each still switched as a unit).
+BATCH = 64
 
 
 @dataclass
@@ -74,20 +76,24 @@ def _copy(
     if on_domain:
         on_domain(domain, len(records))
     dst = target.collection(domain, create=True)
-    for record in records:
-        try:
+    for start in range(0, len(records), BATCH):
+        part = records[start : start + BATCH]
+        batch = []
+        for record in part:
             have = dst.store.get(record.id)
             if have is not None and have.sha256 == record.sha256 and have.chunk_count == record.chunk_count:
                 report.skipped += 1
             else:
-                chunks = src.store.export(record.id)
-                dst.write(record, chunks, keep_times=True)
-                report.copied += 1
-                report.chunks += len(chunks)
-        except Exception as exc:  # noqa: BLE001 - one bad document is reported, the rest go on
-            report.errors.append(f"{record.id}: {type(exc).__name__}: {exc}")
+                batch.append((record, src.store.export(record.id)))
+        try:
+            dst.write_many(batch, keep_times=True)
+            report.copied += len(batch)
+            report.chunks += sum(len(c) for _, c in batch)
+        except Exception as exc:  # noqa: BLE001 - one failed batch is reported, the rest go on
+            report.errors.append(f"{', '.join(r.id for r, _ in batch[:3])}…: {type(exc).__name__}: {exc}")
         if on_document:
-            on_document()
+            for _ in part:
+                on_document()
     dst.after_batch()
     report.source_counts = src.store.count()
     report.target_counts = dst.store.count()

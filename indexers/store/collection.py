@@ -242,6 +242,13 @@ class Collection(SearchMixin):
                 self.index.add(new_ids, np.stack([c.vector for c in chunks]))
             self._dirty = True
 
+    def write_many(
+        self, items: list[tuple[DocumentRecord, list[ChunkRow]]], keep_times: bool = False
+    ) -> None:
+        """Documents one by one: each is its own SQLite transaction (and acknowledgement point)."""
+        for record, chunks in items:
+            self.write(record, chunks, keep_times)
+
     def after_batch(self) -> None:
         """Switch index kind if the size now calls for it, then persist."""
         with self._lock:

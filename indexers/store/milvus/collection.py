@@ -55,6 +55,13 @@ class MilvusCollection(SearchMixin):
         with self._lock:
             self.store.replace(record, chunks, keep_times)
 
+    def write_many(
+        self, items: list[tuple[DocumentRecord, list[ChunkRow]]], keep_times: bool = False
+    ) -> None:
+        """Several documents, each switched as a unit, in a few round trips for the batch."""
+        with self._lock:
+            self.store.replace_many(items, keep_times)
+
     def after_batch(self) -> None:
         """Finish stale writes; on Milvus Lite also seal what the batch wrote, which builds its
         indexes (measured: searches over unsealed rows were ~10x slower). A Milvus server seals

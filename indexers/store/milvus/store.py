@@ -131,18 +131,25 @@ class MilvusStore:
         return rows[0] if rows else None
 
     def _upsert_record(self, record: DocumentRecord, version: str, pending: str, dirty_since: float) -> None:
-        row = {c: getattr(record, c) for c in DOCUMENT_COLUMNS}
-        for column in ("filename", "title", "content_type", "language"):
-            row[column] = fit(row[column])
-        row.update(
-            key=document_key(self.domain, record.id),
-            domain=self.domain,
-            version=version,
-            pending=pending,
-            dirty_since=dirty_since,
-            unused=[0.0, 0.0],
-        )
-        self.conn.call("upsert", self.documents_name, [row])
+        self._upsert_records([(record, version, pending, dirty_since)])
+
+    def _upsert_records(self, items: list[tuple[DocumentRecord, str, str, float]]) -> None:
+        rows = []
+        for record, version, pending, dirty_since in items:
+            row = {c: getattr(record, c) for c in DOCUMENT_COLUMNS}
+            for column in ("filename", "title", "content_type", "language"):
+                row[column] = fit(row[column])
+            row.update(
+                key=document_key(self.domain, record.id),
+                domain=self.domain,
+                version=version,
+                pending=pending,
+                dirty_since=dirty_since,
+                unused=[0.0, 0.0],
+            )
+            rows.append(row)
+        for start in range(0, len(rows), 512):
+            self.conn.call("upsert", self.documents_name, rows[start : start + 512])
 
     def _delete_chunks(self, doc_id: str, versions: list[str]) -> None:
         versions = [v for v in dict.fromkeys(versions) if v]
@@ -243,42 +250,93 @@ class MilvusStore:
     def replace(self, record: DocumentRecord, chunks: list[ChunkRow], keep_times: bool = False) -> None:
         """Write a document and its chunks as one unit (see the module's docstring); ``keep_times``
         keeps the record's own created/updated times (a migration copies them)."""
+        self.replace_many([(record, chunks)], keep_times)
+
+    def replace_many(
+        self, items: list[tuple[DocumentRecord, list[ChunkRow]]], keep_times: bool = False
+    ) -> None:
+        """Write several documents, each as one unit, with a few calls for the whole batch (one
+        Milvus round trip costs more than writing a document's rows). A document that appears twice
+        is written in two batches, in order."""
+        seen: set[str] = set()
+        for i, (record, _) in enumerate(items):
+            if record.id in seen:
+                self.replace_many(items[:i], keep_times)
+                self.replace_many(items[i:], keep_times)
+                return
+            seen.add(record.id)
+        if not items:
+            return
+        ids = [r.id for r, _ in items]
         now = time.time()
-        old = self._record_row(record.id)
-        old_version = old["version"] if old else ""
-        # a crashed earlier write's chunks; a write in flight in another process is left alone
-        stale = (
-            [old["pending"]]
-            if old and old["pending"] and old["dirty_since"] < now - self.stale_after_s
-            else []
-        )
-        version = f"{time.time_ns():x}{secrets.token_hex(4)}"
-        if not keep_times:
-            record.created_at = old["created_at"] if old and old_version else now
-            record.updated_at = now
-        record.chunk_count = len(chunks)
-        # 1. mark the write (a first write: a record no read shows, version "")
-        marker = _record(old) if old and old_version else record
-        self._upsert_record(marker, old_version, version, now)
-        # 2. the new chunks, invisible until the record names their version
-        rows = [self._chunk_row(record, version, c) for c in chunks]
-        for start in range(0, len(rows), 256):
-            self.conn.call("insert", self.chunks_name, rows[start : start + 256])
-        # 3. the commit point (what it replaces is read just before: another process may have
+        old = self._record_rows(ids)
+        versions, replaced, markers, commits, rows = {}, {}, [], [], []
+        for record, chunks in items:
+            prior = old.get(record.id)
+            prior_version = prior["version"] if prior else ""
+            version = versions[record.id] = f"{time.time_ns():x}{secrets.token_hex(4)}"
+            # a crashed earlier write's chunks go; a write in flight in another process stays
+            stale = prior["pending"] if prior and prior["dirty_since"] < now - self.stale_after_s else ""
+            replaced[record.id] = {prior_version, stale}
+            if not keep_times:
+                record.created_at = prior["created_at"] if prior and prior_version else now
+                record.updated_at = now
+            record.chunk_count = len(chunks)
+            # 1. mark the write (a first write: a record no read shows, version "")
+            markers.append(
+                (_record(prior) if prior and prior_version else record, prior_version, version, now)
+            )
+            commits.append((record, version, "", 0.0))
+            rows += [self._chunk_row(record, version, c) for c in chunks]
+        self._upsert_records(markers)
+        # 2. the new chunks, invisible until their records name their versions
+        for start in range(0, len(rows), 512):
+            self.conn.call("insert", self.chunks_name, rows[start : start + 512])
+        # 3. the commit points (what each replaces is read just before: another process may have
         #    committed a version since step 1)
-        before = self._record_row(record.id)
-        self._upsert_record(record, version, "", 0.0)
-        # 4. the replaced version's chunks (and a crashed earlier write's) go, and any version of
-        #    this document too old to be a write still in flight (a racing writer's leftovers)
-        replaced = [old_version, before["version"] if before else "", *stale]
-        self._delete_chunks(record.id, [v for v in replaced if v != version])
-        self.sweep_versions(record.id, version, now)
+        for doc_id, row in self._record_rows(ids).items():
+            replaced[doc_id].add(row["version"])
+        self._upsert_records(commits)
+        # 4. the replaced versions' chunks go, and any version too old to be a write still in
+        #    flight (a racing writer's leftovers, see ``sweep_versions``)
+        cutoff = f"{int((now - self.stale_after_s) * 1e9):x}"
+        clauses = []
+        for doc_id, version in versions.items():
+            gone = sorted(v for v in replaced[doc_id] if v and v != version)
+            old_ones = f"doc_version < {milvus_literal(cutoff)} and doc_version != {milvus_literal(version)}"
+            if gone:
+                old_ones += " or doc_version in [" + ", ".join(milvus_literal(v) for v in gone) + "]"
+            clauses.append(f"(doc_id == {milvus_literal(doc_id)} and ({old_ones}))")
+        self._delete_where(clauses)
         # 5. two processes writing one document: the last commit wins, and a loser removes its own
-        after = self._record_row(record.id)
-        if after is not None and after["version"] != version:
-            self._delete_chunks(record.id, [version])
+        after = self._record_rows(ids)
+        lost = [
+            f"(doc_id == {milvus_literal(d)} and doc_version == {milvus_literal(v)})"
+            for d, v in versions.items()
+            if d in after and after[d]["version"] != v
+        ]
+        self._delete_where(lost)
         with self._lock:
             self._languages = None
+
+    def _record_rows(self, doc_ids: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(doc_ids), IN_BATCH):
+            keys = ", ".join(
+                milvus_literal(document_key(self.domain, d)) for d in doc_ids[start : start + IN_BATCH]
+            )
+            for row in self.conn.call(
+                "query",
+                self.documents_name,
+                filter=f"key in [{keys}]",
+                output_fields=[*DOCUMENT_COLUMNS, "version", "pending", "dirty_since"],
+            ):
+                out[row["id"]] = row
+        return out
+
+    def _delete_where(self, clauses: list[str], per_call: int = 64) -> None:
+        for start in range(0, len(clauses), per_call):
+            self.conn.call("delete", self.chunks_name, filter=" or ".join(clauses[start : start + per_call]))
 
     def _chunk_row(self, record: DocumentRecord, version: str, c: ChunkRow) -> dict[str, Any]:
         row: dict[str, Any] = {
