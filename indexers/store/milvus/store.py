@@ -303,6 +303,8 @@ class MilvusStore:
         clauses = []
         for doc_id, version in versions.items():
             gone = sorted(v for v in replaced[doc_id] if v and v != version)
+            if not gone:
+                continue  # a new document: nothing it replaces (a delete scans the collection)
             old_ones = f"doc_version < {milvus_literal(cutoff)} and doc_version != {milvus_literal(version)}"
             if gone:
                 old_ones += " or doc_version in [" + ", ".join(milvus_literal(v) for v in gone) + "]"
