@@ -62,6 +62,12 @@ def _record(row: dict[str, Any]) -> DocumentRecord:
     return DocumentRecord(**data)
 
 
+def _versions_clause(doc_id: str, versions: list[str]) -> str:
+    """The chunks of these (non-empty list of) versions of one document."""
+    values = ", ".join(milvus_literal(v) for v in dict.fromkeys(versions))
+    return f"(doc_id == {milvus_literal(doc_id)} and doc_version in [{values}])"
+
+
 def terms(record: DocumentRecord, chunk: ChunkRow, head_weight: float) -> str:
     """What BM25 indexes for a chunk: its stems, and its head's stems ``head_weight`` times (rounded)."""
     body = lexical.analyze(chunk.text, record.language)
@@ -122,13 +128,7 @@ class MilvusStore:
             yield from page
 
     def _record_row(self, doc_id: str) -> dict[str, Any] | None:
-        rows = self.conn.call(
-            "query",
-            self.documents_name,
-            filter=f"key == {milvus_literal(document_key(self.domain, doc_id))}",
-            output_fields=[*DOCUMENT_COLUMNS, "version", "pending", "dirty_since"],
-        )
-        return rows[0] if rows else None
+        return self._record_rows([doc_id]).get(doc_id)
 
     def _upsert_record(self, record: DocumentRecord, version: str, pending: str, dirty_since: float) -> None:
         self._upsert_records([(record, version, pending, dirty_since)])
@@ -152,16 +152,10 @@ class MilvusStore:
             self.conn.call("upsert", self.documents_name, rows[start : start + 512])
 
     def _delete_chunks(self, doc_id: str, versions: list[str]) -> None:
-        versions = [v for v in dict.fromkeys(versions) if v]
+        versions = [v for v in versions if v]
         if versions:
-            values = ", ".join(milvus_literal(v) for v in versions)
-            self.conn.call(
-                "delete",
-                self.chunks_name,
-                filter=f"doc_id == {milvus_literal(doc_id)} and doc_version in [{values}]",
-            )
+            self._delete_where([_versions_clause(doc_id, versions)])
 
-    # -- documents -------------------------------------------------------------------------------
     def get(self, doc_id: str) -> DocumentRecord | None:
         row = self._record_row(doc_id)
         return _record(row) if row and row["version"] else None
@@ -298,24 +292,19 @@ class MilvusStore:
             replaced[doc_id].add(row["version"])
         self._upsert_records(commits)
         # 4. the replaced versions' chunks go, and any version too old to be a write still in
-        #    flight (a racing writer's leftovers, see ``sweep_versions``)
-        cutoff = f"{int((now - self.stale_after_s) * 1e9):x}"
+        #    flight (a racing writer's leftovers)
         clauses = []
         for doc_id, version in versions.items():
             gone = sorted(v for v in replaced[doc_id] if v and v != version)
-            if not gone:
-                continue  # a new document: nothing it replaces (a delete scans the collection)
-            old_ones = f"doc_version < {milvus_literal(cutoff)} and doc_version != {milvus_literal(version)}"
-            if gone:
-                old_ones += " or doc_version in [" + ", ".join(milvus_literal(v) for v in gone) + "]"
-            clauses.append(f"(doc_id == {milvus_literal(doc_id)} and ({old_ones}))")
+            if gone:  # a new document replaces nothing (and a delete scans the collection)
+                clauses.append(
+                    f"({_versions_clause(doc_id, gone)} or {self._old_versions_clause(doc_id, version, now)})"
+                )
         self._delete_where(clauses)
         # 5. two processes writing one document: the last commit wins, and a loser removes its own
         after = self._record_rows(ids)
         lost = [
-            f"(doc_id == {milvus_literal(d)} and doc_version == {milvus_literal(v)})"
-            for d, v in versions.items()
-            if d in after and after[d]["version"] != v
+            _versions_clause(d, [v]) for d, v in versions.items() if d in after and after[d]["version"] != v
         ]
         self._delete_where(lost)
         with self._lock:
@@ -385,18 +374,19 @@ class MilvusStore:
             self._languages = None
         return [r["id"] for r in found]
 
-    def sweep_versions(self, doc_id: str, current: str, now: float | None = None) -> None:
-        """Delete the document's chunks of versions older than ``stale_after_s`` other than
-        ``current`` (a version begins with its creation time in hex nanoseconds, so the cut-off
-        is a string comparison Milvus evaluates)."""
-        now = time.time() if now is None else now
+    def _old_versions_clause(self, doc_id: str, current: str, now: float) -> str:
+        """The document's chunks of versions other than ``current`` older than ``stale_after_s`` (a
+        version begins with its creation time in hex nanoseconds: the cut-off is a string
+        comparison Milvus evaluates)."""
         cutoff = f"{int((now - self.stale_after_s) * 1e9):x}"
-        self.conn.call(
-            "delete",
-            self.chunks_name,
-            filter=f"doc_id == {milvus_literal(doc_id)} and doc_version != {milvus_literal(current)}"
-            f" and doc_version < {milvus_literal(cutoff)}",
+        return (
+            f"(doc_id == {milvus_literal(doc_id)} and doc_version != {milvus_literal(current)}"
+            f" and doc_version < {milvus_literal(cutoff)})"
         )
+
+    def sweep_versions(self, doc_id: str, current: str, now: float | None = None) -> None:
+        """Delete the document's versions too old to be a write in flight, other than ``current``."""
+        self._delete_where([self._old_versions_clause(doc_id, current, time.time() if now is None else now)])
 
     def sweep(self, now: float | None = None) -> int:
         """Finish what crashed writes and deletes left (older than ``stale_after_s``); how many."""
