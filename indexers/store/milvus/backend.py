@@ -159,6 +159,7 @@ class MilvusBackend:
         return existed
 
     def state(self) -> dict[str, Any]:
+        self._listing()  # starts the watcher if nothing has yet: from then on it keeps this fresh
         return self.conn.state()
 
     def close(self) -> None:

@@ -219,13 +219,8 @@ class MilvusConnection:
         return result
 
     def state(self) -> dict[str, Any]:
-        """What /health shows: ``ok`` or ``unavailable`` with the reason, probed now (bounded)."""
-        try:
-            self.call("list_collections")
-        except StoreUnavailable:
-            pass
-        except Exception as exc:  # noqa: BLE001 - health reports, never raises
-            return {"backend": "milvus", "uri": self.shown, "state": "error", "reason": _short(exc)}
+        """What /health shows: ``ok``, or ``unavailable`` with the reason, as the latest call found
+        it (no call of its own: the backend's watcher calls every few seconds)."""
         if self.down_since is not None:
             return {
                 "backend": "milvus",
