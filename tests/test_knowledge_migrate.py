@@ -5,9 +5,8 @@ refused."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -17,7 +16,6 @@ from app.datadir import DataDirLock
 from app.knowledge.base import KnowledgeBase
 from indexers.ingest import Source
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = [
     Source(id="lease", text="The monthly rent is 900 euros, due on the first.", metadata={"kind": "lease"}),
     Source(id="nda", text="Confidential information stays secret for five years.", metadata={"kind": "nda"}),
@@ -27,15 +25,18 @@ DOCS = [
 QUERIES = ["monthly rent", "how long is information confidential", "budget approval", "renta mensual"]
 
 
-def migrate(data_dir: Path, to: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", "knowledge", "migrate", "--to", to],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TAILOR_DATA_DIR": str(data_dir), "COLUMNS": "120", **env},
+def migrate(data_dir: Path, to: str, **env: str) -> SimpleNamespace:
+    """``tailor knowledge migrate --to <to>`` through the CLI, in this process (no cold imports)."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["knowledge", "migrate", "--to", to],
+        env={"HF_HUB_OFFLINE": "1", "TAILOR_DATA_DIR": str(data_dir), "COLUMNS": "120", **env},
     )
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 def open_kb(data_dir: Path, backend: str) -> KnowledgeBase:

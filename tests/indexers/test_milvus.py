@@ -171,8 +171,8 @@ def test_two_writers_racing_on_one_document_never_show_a_mix(
 
     threads = [
         threading.Thread(target=read),
-        threading.Thread(target=writer, args=(a, "A", [3, 5, 2, 4] * 4)),
-        threading.Thread(target=writer, args=(b, "B", [4, 2, 5, 3] * 4)),
+        threading.Thread(target=writer, args=(a, "A", [3, 5, 2, 4] * 2)),
+        threading.Thread(target=writer, args=(b, "B", [4, 2, 5, 3] * 2)),
     ]
     try:
         for t in threads:
