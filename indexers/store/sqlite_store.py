@@ -109,6 +109,20 @@ class ChunkRow:
     row: int | None = None
 
 
+def stored_chunk(row: Any, vector: np.ndarray) -> ChunkRow:
+    """A chunk as a store returns it (a SQLite row or a Milvus entity), with its decoded vector."""
+    return ChunkRow(
+        ordinal=row["ordinal"],
+        text=row["text"],
+        tokens=row["tokens"] or 0,
+        vector=vector,
+        page=row["page"],
+        section=row["section"],
+        sheet=row["sheet"],
+        row=row["row"],
+    )
+
+
 def _doc(row: sqlite3.Row) -> DocumentRecord:
     data = dict(row)
     data["metadata"] = json.loads(data["metadata"])
@@ -272,19 +286,7 @@ class DocumentStore:
                 " WHERE document_id = ? ORDER BY ordinal",
                 (doc_id,),
             ).fetchall()
-        return [
-            ChunkRow(
-                ordinal=r["ordinal"],
-                text=r["text"],
-                tokens=r["tokens"] or 0,
-                vector=np.frombuffer(r["vector"], dtype=np.float32),
-                page=r["page"],
-                section=r["section"],
-                sheet=r["sheet"],
-                row=r["row"],
-            )
-            for r in rows
-        ]
+        return [stored_chunk(r, np.frombuffer(r["vector"], dtype=np.float32)) for r in rows]
 
     def texts(self, limit: int) -> list[str]:
         """Up to ``limit`` non-blank chunk texts in ingestion order (training on a domain's documents)."""

@@ -44,7 +44,7 @@ from indexers.store.milvus.schema import (
     document_key,
     fit,
 )
-from indexers.store.sqlite_store import ChunkRow, DocumentRecord, chunk_head
+from indexers.store.sqlite_store import ChunkRow, DocumentRecord, chunk_head, stored_chunk
 
 log = logging.getLogger(__name__)
 #: Rows per query page (Milvus caps offset + limit of one query at 16,384).
@@ -218,19 +218,7 @@ class MilvusStore:
         fields = ["ordinal", "text", "tokens", "vector", "page", "section", "sheet", "row"]
         expr = f"doc_id == {milvus_literal(doc_id)} and doc_version == {milvus_literal(record['version'])}"
         rows = sorted(self._iterate(self.chunks_name, expr, fields), key=lambda r: r["ordinal"])
-        return [
-            ChunkRow(
-                ordinal=r["ordinal"],
-                text=r["text"],
-                tokens=r["tokens"],
-                vector=np.asarray(r["vector"], dtype=np.float32),
-                page=r["page"],
-                section=r["section"],
-                sheet=r["sheet"],
-                row=r["row"],
-            )
-            for r in rows
-        ]
+        return [stored_chunk(r, np.asarray(r["vector"], dtype=np.float32)) for r in rows]
 
     def texts(self, limit: int) -> list[str]:
         out: list[str] = []
