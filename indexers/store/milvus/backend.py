@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from indexers.embedding import Embedder
@@ -51,22 +50,21 @@ class MilvusBackend:
         self.stale_after_s = stale_after_s
         self.refresh_s = refresh_s
         self._known: set[str] = set()
-        self._listed_at = float("-inf")
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
         self._documents_ready = False
 
     # -- which domains ---------------------------------------------------------------------------
-    def _refresh(self) -> bool:
+    def _refresh(self) -> None:
+        """List the domains' collections; when Milvus does not answer, the last listing stands."""
         try:
             names = self.conn.call("list_collections")
         except StoreUnavailable:
-            return False
+            return
         found = {d for n in names if (d := domain_of(self.prefix, n)) is not None}
         with self._lock:
-            self._known, self._listed_at = found, time.monotonic()
-        return True
+            self._known = found
 
     def _watch(self) -> None:
         while not self._closed.wait(self.refresh_s):

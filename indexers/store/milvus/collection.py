@@ -83,7 +83,13 @@ class MilvusCollection(SearchMixin):
         expr = milvus_expression(flt)  # FilterError before any call
         dense = self._dense(query, k, expr) if mode in ("dense", "hybrid") else []
         sparse = self._bm25(query, k, expr) if mode in ("bm25", "hybrid") else []
-        return dense, sparse
+        # one visibility check for both sides: chunks of a version that is not current are dropped
+        shown = {int(r["id"]) for r in self.store.visible(dense + sparse)}
+        return (
+            [(int(r["id"]), float(r["score"])) for r in dense if int(r["id"]) in shown][:k],
+            # Milvus Lite reports BM25 as a negative distance, a Milvus server as a positive score
+            [(int(r["id"]), abs(float(r["score"]))) for r in sparse if int(r["id"]) in shown][:k],
+        )
 
     def _search(self, data: list[Any], field: str, metric: str, k: int, expr: str) -> list[dict[str, Any]]:
         hits = self.store.conn.call(
@@ -96,19 +102,12 @@ class MilvusCollection(SearchMixin):
             output_fields=["doc_id", "doc_version"],
             search_params={"metric_type": metric},
         )
-        rows = [{"id": h["id"], "score": h["distance"], **h["entity"]} for h in hits[0]] if hits else []
-        return self.store.visible(rows)[:k]
+        return [{"id": h["id"], "score": h["distance"], **h["entity"]} for h in hits[0]] if hits else []
 
-    def _dense(self, query: str, k: int, expr: str) -> list[tuple[int, float]]:
+    def _dense(self, query: str, k: int, expr: str) -> list[dict[str, Any]]:
         q = self.embedder.embed_query(query)
-        return [
-            (int(r["id"]), float(r["score"])) for r in self._search([q.tolist()], "vector", "IP", k, expr)
-        ]
+        return self._search([q.tolist()], "vector", "IP", k, expr)
 
-    def _bm25(self, query: str, k: int, expr: str) -> list[tuple[int, float]]:
+    def _bm25(self, query: str, k: int, expr: str) -> list[dict[str, Any]]:
         words = lexical.query_terms(query, self.store.languages())
-        if not words:
-            return []
-        # Milvus Lite reports BM25 as a negative distance, a Milvus server as a positive score
-        rows = self._search([" ".join(words)], "sparse", "BM25", k, expr)
-        return [(int(r["id"]), abs(float(r["score"]))) for r in rows]
+        return self._search([" ".join(words)], "sparse", "BM25", k, expr) if words else []

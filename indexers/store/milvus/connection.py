@@ -11,6 +11,7 @@ rebuilt on the next call, so a server that comes back is used again without a Ta
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -162,32 +163,23 @@ class MilvusConnection:
                 pass
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<method>(*args, **kwargs)`` with the call's timeout; an outage → ``StoreUnavailable``.
+        """``client.<method>(*args, **kwargs)`` with the call's timeout (see ``run``)."""
+        collection = args[0] if args and isinstance(args[0], str) else None
+        return self.run(
+            lambda client: getattr(client, method)(*args, timeout=self.timeout_s, **kwargs), collection
+        )
 
-        A collection the server holds but has not loaded (a restarted server, or another client
-        released it) is loaded and the call made again.
-        """
-
-        def once(client: Any) -> Any:
-            try:
-                return getattr(client, method)(*args, timeout=self.timeout_s, **kwargs)
-            except Exception as exc:
-                text = str(exc).lower()
-                if not args or not ("load()" in text or "not loaded" in text or "released" in text):
-                    raise
-                log.warning("knowledge store at %s: loading collection %s again", self.shown, args[0])
-                client.load_collection(args[0], timeout=self.timeout_s)
-                return getattr(client, method)(*args, timeout=self.timeout_s, **kwargs)
-
-        return self.run(once)
-
-    def run(self, fn: Callable[[Any], T]) -> T:
+    def run(self, fn: Callable[[Any], T], collection: str | None = None) -> T:
         """``fn(client)``; an outage (connecting or during the call) → ``StoreUnavailable``.
 
         A call refused at once is tried again once on a new client: pymilvus keeps a channel per
         address, and the first call after a server came back can fail on the dead one. A call that
-        failed slowly (a timeout) is not repeated, so an outage costs one timeout, not two.
+        failed slowly (a timeout) is not repeated, so an outage costs one timeout, not two. A
+        collection the server holds but has not loaded (a restarted server, or another client
+        released it) is loaded and the call made again: the one the error names, else
+        ``collection`` (a Milvus server names it by id).
         """
+        fn = self._reloading(fn, collection)
         try:
             return self._once(fn)
         except _Refused as refused:
@@ -197,6 +189,20 @@ class MilvusConnection:
             return self._once(fn)
         except _Refused as refused:
             raise refused.error from refused.__cause__
+
+    def _reloading(self, fn: Callable[[Any], T], collection: str | None) -> Callable[[Any], T]:
+        def wrapped(client: Any) -> T:
+            try:
+                return fn(client)
+            except Exception as exc:
+                name = _released(exc, collection)
+                if name is None:
+                    raise
+                log.warning("knowledge store at %s: loading collection %s again", self.shown, name)
+                client.load_collection(name, timeout=self.timeout_s)
+                return fn(client)
+
+        return wrapped
 
     def _once(self, fn: Callable[[Any], T]) -> T:
         started = time.monotonic()
@@ -252,6 +258,20 @@ class _Refused(Exception):
         super().__init__(str(error))
         self.error = error
         self.elapsed = elapsed
+
+
+_COLLECTION = re.compile(r"collection '([^']+)'", re.IGNORECASE)
+
+
+def _released(exc: BaseException, default: str | None) -> str | None:
+    """The collection an error says is not loaded (``default`` when it does not name it), or None
+    for any other error."""
+    text = str(exc)
+    lowered = text.lower()
+    if not ("load()" in lowered or "not loaded" in lowered or "released" in lowered):
+        return None
+    found = _COLLECTION.search(text)
+    return found.group(1) if found else default
 
 
 def _short(exc: BaseException) -> str:

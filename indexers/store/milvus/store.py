@@ -192,33 +192,34 @@ class MilvusStore:
             self._languages = (time.monotonic(), languages)
         return languages
 
-    def chunk_texts(self, doc_id: str) -> list[str]:
-        """A document's chunk texts in order. Reads the record, then its version's chunks; when a
-        write switched and removed that version in between, it reads again (up to 3 times)."""
+    def _current_chunks(self, doc_id: str, fields: list[str]) -> list[dict[str, Any]]:
+        """The chunks of the document's current version, in order. Reads the record, then that
+        version's chunks; when a write switched and removed the version in between, it reads
+        again (up to 3 times)."""
+        rows: list[dict[str, Any]] = []
         for _ in range(3):
             record = self._record_row(doc_id)
             if not record or not record["version"]:
                 return []
-            rows = list(
-                self._iterate(
-                    self.chunks_name,
-                    f"doc_id == {milvus_literal(doc_id)} and doc_version == {milvus_literal(record['version'])}",
-                    ["ordinal", "text"],
-                )
+            expr = (
+                f"doc_id == {milvus_literal(doc_id)} and doc_version == {milvus_literal(record['version'])}"
             )
+            rows = list(self._iterate(self.chunks_name, expr, ["ordinal", *fields]))
             if len(rows) == record["chunk_count"]:
                 break
-        return [r["text"] for r in sorted(rows, key=lambda r: r["ordinal"])]
+        return sorted(rows, key=lambda r: r["ordinal"])
+
+    def chunk_texts(self, doc_id: str) -> list[str]:
+        """A document's chunk texts in order."""
+        return [r["text"] for r in self._current_chunks(doc_id, ["text"])]
 
     def export(self, doc_id: str) -> list[ChunkRow]:
         """A document's chunks with their vectors, in order (copying a store without re-embedding)."""
-        record = self._record_row(doc_id)
-        if not record or not record["version"]:
-            return []
-        fields = ["ordinal", "text", "tokens", "vector", "page", "section", "sheet", "row"]
-        expr = f"doc_id == {milvus_literal(doc_id)} and doc_version == {milvus_literal(record['version'])}"
-        rows = sorted(self._iterate(self.chunks_name, expr, fields), key=lambda r: r["ordinal"])
-        return [stored_chunk(r, np.asarray(r["vector"], dtype=np.float32)) for r in rows]
+        fields = ["text", "tokens", "vector", "page", "section", "sheet", "row"]
+        return [
+            stored_chunk(r, np.asarray(r["vector"], dtype=np.float32))
+            for r in self._current_chunks(doc_id, fields)
+        ]
 
     def texts(self, limit: int) -> list[str]:
         out: list[str] = []
@@ -349,8 +350,8 @@ class MilvusStore:
             found.append(row)
             frontier += [r["id"] for r in self._docs(f"parent_id == {milvus_literal(current)}", ["id"])]
         now = time.time()
-        for row in found:  # the commit point of each: its record stops naming a version
-            self._upsert_record(_record(row), "", row["version"], now)
+        # the commit point of each: its record stops naming a version
+        self._upsert_records([(_record(row), "", row["version"], now) for row in found])
         for row in found:
             self._delete_chunks(row["id"], [row["version"], row["pending"]])
             self.conn.call(
