@@ -2,7 +2,9 @@
 
 Backend ``faiss`` keeps each domain under ``<data_dir>/collections/<domain>`` (SQLite + FAISS);
 backend ``milvus`` keeps them in Milvus (``indexers.store.milvus``), shared by every Tailor
-process that points at it. Everything above this class is the same for both. The embedder is loaded once, on first use, and shared by every collection. Blocking work
+process that points at it. Everything above this class is the same for both.
+
+The embedder is loaded once, on first use, and shared by every collection. Blocking work
 (embedding, SQLite writes, FAISS) runs in worker threads, never on the event loop: one writer
 thread serializes ingestion and deletes; searches run in the default thread pool.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +26,8 @@ from indexers.embedding import Embedder, SentenceTransformerEmbedder, embedder_n
 from indexers.ingest import Ingestor, IngestResult, Progress, Source
 from indexers.rerank import CrossEncoderReranker, Reranker
 from indexers.store import Collection, CollectionSettings, SearchHit
-from indexers.store.local import LocalBackend
+from indexers.store.local import DOMAIN_NAME, LocalBackend
 
-DOMAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 T = TypeVar("T")
 
 

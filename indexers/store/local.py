@@ -14,6 +14,7 @@ from typing import Any
 from indexers.embedding import Embedder
 from indexers.store.collection import Collection, CollectionSettings
 
+#: What a domain may be called (it names a folder here and a collection in Milvus).
 DOMAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
