@@ -422,6 +422,76 @@ class TrainingSettings(BaseModel):
     max_epochs: int = Field(50, ge=1, le=1000, description="Largest n_epochs a job may ask for.")
 
 
+class ConversionSettings(BaseModel):
+    """AdaLoRA, LoHa, LoKr and IA3 adapters served as LoRA: how close the conversion must be."""
+
+    energy: float = Field(
+        0.999,
+        gt=0,
+        le=1,
+        description="Share of each module's weight-delta energy (sum of squared singular values) the "
+        "LoRA conversion of a LoHa, LoKr or IA3 adapter keeps, at the smallest rank that does (capped "
+        "by engine.max_lora_rank). AdaLoRA converts exactly.",
+    )
+    max_rank: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description="Largest rank a conversion may use; 0 means engine.max_lora_rank (the largest vLLM serves).",
+    )
+    min_agreement: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="Refuse a converted adapter whose greedy output agrees with PEFT's own model on "
+        "fewer than this share of tokens (checked when it is loaded, imported or trained; 0 turns the check off).",
+    )
+    fallback: Literal["transformers", "refuse"] = Field(
+        "transformers",
+        description="A converted adapter below min_agreement: 'transformers' serves PEFT's own model "
+        "beside vLLM (exact, slower, no structured outputs or logprobs; not with a fleet), 'refuse' "
+        "refuses the load with the numbers.",
+    )
+    prompts: int = Field(
+        8, ge=1, le=64, description="Prompts the agreement check decodes (fixed ones, then a job's own)."
+    )
+    tokens: int = Field(24, ge=1, le=256, description="Greedy tokens decoded per agreement prompt.")
+    timeout_s: float = Field(
+        600, gt=0, description="Longest an import's conversion process may run before it is refused."
+    )
+
+
+class GateSettings(BaseModel):
+    """``model: "auto"`` and routing domains: how the gate scores domains and when it declines."""
+
+    threshold: float = Field(
+        0.35,
+        ge=-1,
+        le=1,
+        description="Similarity gate: the best domain's score (mean cosine of the query to its "
+        "description, nearest example and document centroid) must reach this, or the base model serves.",
+    )
+    trained_threshold: float = Field(
+        0.5, ge=0, le=1, description="Trained gate: the best domain's probability must reach this."
+    )
+    margin: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="A best score within this of the next is a tie: the base model serves, and the "
+        "response says which domains tied.",
+    )
+    centroid_sample: int = Field(
+        64, ge=1, le=4096, description="Chunks per domain averaged into its document centroid."
+    )
+    centroid_ttl_s: float = Field(
+        60, ge=0, description="Seconds a domain's document centroid is reused before it is computed again."
+    )
+    max_training_examples: int = Field(
+        20_000, ge=10, description="Most labelled queries one gate-training job accepts."
+    )
+
+
 def _split_keys(value: object) -> object:
     if isinstance(value, str):
         return [k.strip() for k in value.split(",") if k.strip()]
@@ -538,6 +608,13 @@ class Settings(BaseSettings):
     )
     training: TrainingSettings = Field(
         default_factory=TrainingSettings, description="Fine-tuning settings (TAILOR_TRAINING__*)."
+    )
+    gate: GateSettings = Field(
+        default_factory=GateSettings, description='The domain gate of `model: "auto"` (TAILOR_GATE__*).'
+    )
+    conversion: ConversionSettings = Field(
+        default_factory=ConversionSettings,
+        description="AdaLoRA / LoHa / LoKr / IA3 served as LoRA (TAILOR_CONVERSION__*).",
     )
 
     _split_api = field_validator("api_keys", "admin_keys", mode="before")(_split_keys)

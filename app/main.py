@@ -27,6 +27,7 @@ from app.api import (
     errors,
     files,
     fine_tuning,
+    gate,
     health,
     jobs,
     models,
@@ -44,6 +45,7 @@ from app.domains.store import ProfileStore
 from app.engine import Engine, build_engine
 from app.finetune.files import FileStore
 from app.finetune.service import FineTuneError, FineTuner
+from app.gate import Gate
 from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.lifecycle import (
@@ -138,6 +140,8 @@ def create_app(
             AdapterRegistry(settings.adapters_path),
             engine=lambda: state.engine,
             max_bytes=settings.max_adapter_bytes,
+            conversion=settings.conversion,
+            threads=settings.training.threads,
         )
         state.soft_prompts = SoftPromptService(
             settings.soft_prompts_path, max_bytes=settings.max_soft_prompt_bytes
@@ -151,6 +155,13 @@ def create_app(
             drain_timeout_s=settings.drain_timeout_s,
         )
         state.adapters.catalog = state.soft_prompts.catalog = state.catalog
+        catalog_ = state.catalog
+        state.gate = Gate(
+            settings.gate,
+            state.knowledge,
+            lambda: [p for n in catalog_.domain_names() if (p := catalog_.profile(n)) is not None],
+            settings.data_dir / "gate",
+        )
         state.files = FileStore(settings.data_dir / "files")
         state.tuner = FineTuner(
             settings,
@@ -206,6 +217,7 @@ def create_app(
         fine_tuning,
         jobs,
         admin,
+        gate,
     ):
         v1.include_router(module.router)
     app.include_router(v1)

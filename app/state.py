@@ -11,6 +11,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.finetune.files import FileStore
 from app.finetune.service import FineTuner
+from app.gate import Gate
 from app.jobs import JobManager, JobRunner
 from app.knowledge.base import KnowledgeBase
 from app.serving.metrics import Metrics
@@ -32,6 +33,7 @@ class AppState:
     soft_prompts: SoftPromptService | None = None
     files: FileStore | None = None
     tuner: FineTuner | None = None
+    gate: Gate | None = None
     #: What the engine is doing while it is not serving (set by the start-up task and supervisor).
     engine_status: EngineStatus = "starting"
     #: Why it is not serving: the last start-up failure, in one line.

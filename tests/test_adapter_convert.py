@@ -39,3 +39,86 @@ def test_zero_and_bad_inputs() -> None:
     assert zero.rank == 1 and zero.energy == 1.0 and (zero.b @ zero.a).abs().sum() == 0
     with pytest.raises(ValueError):
         factor_delta(torch.ones(2, 2), energy=0.0)
+
+
+class _Tiny(torch.nn.Module):
+    """Two linear layers named like a backbone's projections: enough for PEFT's tuners."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.k_proj = torch.nn.Linear(12, 6, bias=False)
+        self.down_proj = torch.nn.Linear(6, 12, bias=False)
+        with torch.no_grad():
+            self.k_proj.weight.copy_(torch.randn(6, 12, generator=g))
+            self.down_proj.weight.copy_(torch.randn(12, 6, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.k_proj(x))
+
+
+def _merged_delta(model, names: list[str]) -> dict[str, torch.Tensor]:
+    """PEFT's own answer: merge the adapter into a copy and subtract the base weights."""
+    import copy
+
+    base = {n: getattr(model.base_model.model, n).get_base_layer().weight.detach().clone() for n in names}
+    merged = copy.deepcopy(model).merge_and_unload()
+    return {n: getattr(merged, n).weight.detach() - base[n] for n in names}
+
+
+def test_ia3_delta_matches_peft_merge_on_both_kinds_of_module() -> None:
+    from peft import IA3Config, get_peft_model
+
+    from app.adapters.convert import convert_model
+
+    model = get_peft_model(
+        _Tiny(), IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"])
+    )
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for layer in (model.base_model.model.k_proj, model.base_model.model.down_proj):
+            vec = layer.ia3_l["default"]
+            vec.copy_(1 + 0.5 * torch.randn(vec.shape, generator=g))
+    # k_proj scales its 6 outputs, down_proj (feed-forward) its 6 inputs
+    assert model.base_model.model.k_proj.ia3_l["default"].shape == (6, 1)
+    assert model.base_model.model.down_proj.ia3_l["default"].shape == (1, 6)
+    expected = _merged_delta(model, ["k_proj", "down_proj"])
+    tensors, config, report = convert_model(model, "ia3", energy=1.0, max_rank=16)
+    for name in ("k_proj", "down_proj"):
+        a = tensors[f"base_model.model.{name}.lora_A.weight"]
+        b = tensors[f"base_model.model.{name}.lora_B.weight"]
+        assert torch.allclose(b @ a, expected[name], atol=1e-5)
+        assert report.modules[name]["energy"] == pytest.approx(1.0)
+    # every module at one rank (zero-padded), scale 1
+    assert config["r"] == config["lora_alpha"] == report.rank == 6
+    assert config["peft_type"] == "LORA" and config["target_modules"] == ["down_proj", "k_proj"]
+
+
+def test_loha_and_lokr_whole_model_conversion_matches_peft_merge() -> None:
+    from peft import LoHaConfig, LoKrConfig, get_peft_model
+
+    from app.adapters.convert import convert_model
+
+    for config in (
+        LoHaConfig(r=2, alpha=2, target_modules=["k_proj", "down_proj"], init_weights=False),
+        LoKrConfig(r=2, alpha=2, target_modules=["k_proj", "down_proj"], init_weights=False),
+    ):
+        torch.manual_seed(5)
+        model = get_peft_model(_Tiny(), config)
+        expected = _merged_delta(model, ["k_proj", "down_proj"])
+        tensors, _, report = convert_model(model, config.peft_type.value.lower(), energy=1.0, max_rank=16)
+        for name in ("k_proj", "down_proj"):
+            a = tensors[f"base_model.model.{name}.lora_A.weight"]
+            b = tensors[f"base_model.model.{name}.lora_B.weight"]
+            assert torch.allclose(b @ a, expected[name], atol=1e-4), config.peft_type
+        capped = convert_model(model, config.peft_type.value.lower(), energy=1.0, max_rank=1)[2]
+        assert capped.rank == 1 and capped.summary()["capped_modules"] >= 1
+        assert capped.summary()["fidelity"] < 1.0
+
+
+def test_agreement_counts_each_prompt_up_to_its_first_difference() -> None:
+    from app.adapters.convert import agreement
+
+    got = agreement([[1, 2, 3, 4], [5, 6, 7, 8]], [[1, 2, 9, 4], [5, 6, 7, 8]])
+    assert got["tokens_equal"] == 6 and got["tokens_total"] == 8 and got["agreement"] == 0.75
+    assert got["prompts_identical"] == 1

@@ -61,6 +61,15 @@ def _read_config(folder: Path) -> dict:
     return config
 
 
+def peft_type(folder: Path) -> str | None:
+    """``peft_type`` of a folder's adapter config (None when there is no readable one)."""
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config.get("peft_type") if isinstance(config, dict) else None
+
+
 def _read_header(path: Path) -> dict[str, list[int]]:
     """Tensor shapes from the safetensors header, without loading the tensors."""
     from safetensors import safe_open
@@ -93,7 +102,10 @@ def inspect_adapter(folder: Path, model_path: str, max_rank: int, max_bytes: int
         )
     config = _read_config(folder)
     if config.get("peft_type") != "LORA":
-        raise _bad(f"Only PEFT LoRA adapters are served (peft_type is {config.get('peft_type')!r}).")
+        raise _bad(
+            "Only PEFT LoRA adapters are served, and AdaLoRA, LoHa, LoKr and IA3 adapters converted "
+            f"to LoRA (peft_type is {config.get('peft_type')!r})."
+        )
     for key, unsupported in (("use_dora", True), ("modules_to_save", None)):
         value = config.get(key)
         if (unsupported is True and value) or (unsupported is None and value):

@@ -26,7 +26,9 @@ from indexers.durable import write_text_durably
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-Source = Literal["path", "upload", "fine-tune"]
+#: path: a client's folder, served as it is; upload / fine-tune / import (a client's folder of another
+#: PEFT method, converted into a folder of the service's own): folders the service owns.
+Source = Literal["path", "upload", "fine-tune", "import"]
 _ids = itertools.count(1)  # engine ids: unique per registration, so replaced weights are reloaded
 
 
@@ -55,11 +57,19 @@ class AdapterEntry:
     base_model: str | None = None
     #: A domain whose profile formatted the training data: requests to the adapter use it too.
     domain: str | None = None
+    #: The PEFT method trained: lora, or adalora / loha / lokr / ia3 served through a conversion.
+    method: str = "lora"
+    #: A converted adapter's report: rank per module, fidelity, agreement with PEFT's own model.
+    conversion: dict | None = None
+    #: vllm (LoRA, converted or not) or transformers (PEFT's own model beside vLLM: a conversion
+    #: that fell below the agreement bar, with TAILOR_CONVERSION__FALLBACK=transformers).
+    served_by: str = "vllm"
     created_at: float = field(default_factory=time.time)
     engine_id: int = field(default_factory=lambda: next(_ids))
 
     def ref(self, root: Path) -> AdapterRef:
-        return AdapterRef(self.name, self.engine_id, str(root / self.path))
+        peft = str(root / self.path / "peft") if self.served_by == "transformers" else None
+        return AdapterRef(self.name, self.engine_id, str(root / self.path), peft)
 
     @property
     def owned(self) -> bool:

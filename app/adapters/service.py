@@ -5,6 +5,12 @@ engine (so vLLM's own loader has accepted it before any request names it) and on
 the entry. Unloading goes through the catalog too: refused while a domain profile names the
 adapter, it stops new requests at once and waits (bounded) for the running ones before the engine
 drops the weights and an owned folder is deleted; a timeout leaves the adapter loaded (409).
+
+AdaLoRA, LoHa, LoKr and IA3 adapters (uploaded, pointed at, or trained here) are served as LoRA:
+a conversion process writes the LoRA and PEFT's own greedy output on the agreement prompts; after
+vLLM has loaded the LoRA the same prompts are decoded through it, and below the configured
+agreement the load is refused with the numbers (``app.adapters.agreement``). The original PEFT
+files are kept beside the LoRA (``peft/``) for the record.
 """
 
 from __future__ import annotations
@@ -12,16 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
+import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from app.adapters import agreement
+from app.adapters.convert import CONVERTIBLE, ORIGINAL, REPORT
 from app.adapters.errors import AdapterError
-from app.adapters.inspect import CONFIG, WEIGHTS, AdapterInfo, inspect_adapter
+from app.adapters.inspect import CONFIG, WEIGHTS, AdapterInfo, inspect_adapter, peft_type
 from app.adapters.registry import AdapterEntry, AdapterRegistry, Source, check_name, resolve_inside
+from app.config import ConversionSettings
 from app.engine import Engine
 from app.engine.base import EngineError, EngineUnavailable
 
@@ -56,10 +68,15 @@ class AdapterService:
         registry: AdapterRegistry,
         engine: Callable[[], Engine | None],
         max_bytes: int,
+        conversion: ConversionSettings | None = None,
+        threads: int = 0,
     ) -> None:
         self.registry = registry
         self._engine = engine
         self.max_bytes = max_bytes
+        self.conversion = conversion or ConversionSettings()
+        #: CPU threads of a conversion process (0: half the cores, as the trainer)
+        self.threads = threads
         #: Set once the catalog exists (it reads this registry): the owner of every name.
         self.catalog: Catalog | None = None
 
@@ -88,6 +105,7 @@ class AdapterService:
         engine = self.engine()
         if info is None:
             info = await asyncio.to_thread(self._inspect, engine, folder)
+        report = await asyncio.to_thread(_read_report, folder)
         entry = AdapterEntry(
             name=name,
             path=str(folder.resolve().relative_to(self.root.resolve())),
@@ -98,6 +116,7 @@ class AdapterService:
             size_bytes=info.size_bytes,
             base_model=info.base_model,
             domain=domain,
+            method=report["method"] if report else "lora",
         )
         try:
             await engine.add_adapter(entry.ref(self.root))
@@ -106,6 +125,8 @@ class AdapterService:
         except EngineError as exc:
             raise AdapterError(400, str(exc), code="invalid_adapter", param="path") from exc
         try:
+            if report is not None:
+                entry.conversion = await self._agree(engine, entry, report)
             await asyncio.to_thread(self.registry.add, entry)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -114,13 +135,181 @@ class AdapterService:
         log.info("adapter %s loaded from %s (rank %d)", name, entry.path, entry.rank)
         return entry
 
+    async def _agree(self, engine: Engine, entry: AdapterEntry, report: dict[str, Any]) -> dict[str, Any]:
+        """Decode the agreement prompts through the loaded LoRA; refuse it below the threshold."""
+        try:
+            result = await agreement.check(engine, entry.ref(self.root), report)
+        except EngineUnavailable as exc:
+            raise AdapterError(503, str(exc), code="engine_unavailable") from exc
+        summary = {k: v for k, v in report.items() if k != "reference"} | result
+        floor = self.conversion.min_agreement
+        summary["min_agreement"] = floor
+        summary["served_by"] = "vllm"
+        if floor > 0 and result["agreement"] is not None and result["agreement"] < floor:
+            why = (
+                f"The {report['method']} adapter converted to a LoRA of rank {report['rank']} "
+                f"(fidelity {report['fidelity']:.4f} of the weight-delta energy in the weakest module, "
+                f"{report['capped_modules']} of {len(report['modules'])} modules capped at rank "
+                f"{report['max_rank']}) agrees with PEFT's own model on {result['tokens_equal']} of "
+                f"{result['tokens_total']} greedy tokens ({result['agreement']:.3f}), below the "
+                f"required {floor} (TAILOR_CONVERSION__MIN_AGREEMENT)"
+            )
+            if self.conversion.fallback != "transformers":
+                raise AdapterError(
+                    400,
+                    f"{why}; raising TAILOR_ENGINE__MAX_LORA_RANK lets the conversion keep more, and "
+                    "TAILOR_CONVERSION__FALLBACK=transformers serves such adapters with PEFT instead.",
+                    code="conversion_disagrees",
+                    param="path",
+                )
+            await self._serve_with_transformers(engine, entry)
+            summary["served_by"] = "transformers"
+            log.warning("%s; served by PEFT on the transformers path instead", why)
+            return summary
+        log.info(
+            "adapter %s (%s) converted at rank %d, fidelity %.4f, agreement %s",
+            entry.name,
+            report["method"],
+            report["rank"],
+            report["fidelity"],
+            result["agreement"],
+        )
+        return summary
+
+    async def _serve_with_transformers(self, engine: Engine, entry: AdapterEntry) -> None:
+        """Swap the loaded LoRA for PEFT's own adapter on the engine's transformers path."""
+        await engine.remove_adapter(entry.ref(self.root))
+        entry.served_by = "transformers"
+        try:
+            await engine.add_adapter(entry.ref(self.root))
+        except EngineError as exc:
+            raise AdapterError(
+                400,
+                f"The converted adapter disagrees with PEFT's own model and this engine cannot serve "
+                f"PEFT adapters itself: {exc}",
+                code="conversion_disagrees",
+                param="path",
+            ) from exc
+
     def _inspect(self, engine: Engine, folder: Path) -> AdapterInfo:
         return inspect_adapter(folder, engine.model, engine.max_lora_rank, self.max_bytes)
 
     async def load_path(self, name: str, path: str) -> AdapterEntry:
         with self._creating(name):
             folder = resolve_inside(self.root, path)
-            return await self._register(name, folder, "path", domain=None, info=None)
+            if await asyncio.to_thread(peft_type, folder) not in CONVERTIBLE:
+                return await self._register(name, folder, "path", domain=None, info=None)
+            # another PEFT method: its LoRA conversion is a folder of the service's own
+            await asyncio.to_thread(self._check_weights, folder)
+            incoming = self.incoming()
+            try:
+                for fname in (CONFIG, WEIGHTS):
+                    if (folder / fname).is_file():
+                        await asyncio.to_thread(shutil.copyfile, folder / fname, incoming / fname)
+                return await self._adopt(name, incoming, "import", None)
+            finally:
+                if incoming.exists():
+                    await asyncio.to_thread(shutil.rmtree, incoming, True)
+
+    async def _convert(self, engine: Engine, incoming: Path, prompts: list[list[int]] | None = None) -> Path:
+        """Convert the PEFT adapter in ``incoming`` (checked: safetensors, size) into a LoRA folder
+        of its own, with the original kept in ``peft/``; returns the new folder."""
+        await asyncio.to_thread(self._check_weights, incoming)
+        method = CONVERTIBLE[await asyncio.to_thread(peft_type, incoming)]
+        if prompts is None:
+            prompts = await asyncio.to_thread(agreement.fixed_prompt_ids, engine, self.conversion.prompts)
+        out = self.incoming()
+        try:
+            await asyncio.to_thread(_move_into, incoming, out / ORIGINAL)
+            spec = {
+                "model_path": engine.model,
+                "config_overrides": engine.transformers_overrides(),
+                "peft_dir": str(out / ORIGINAL),
+                "output_dir": str(out),
+                "method": method,
+                "energy": self.conversion.energy,
+                "max_rank": self.conversion_rank(engine),
+                "prompts": prompts,
+                "max_new_tokens": self.conversion.tokens,
+                "threads": self.threads or max(1, (os.cpu_count() or 2) // 2),
+            }
+            await self._run_conversion(out, spec)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, out, True)
+            raise
+        return out
+
+    def conversion_rank(self, engine: Engine) -> int:
+        """The rank cap of a conversion: the configured one, never above what vLLM serves."""
+        cap = self.conversion.max_rank
+        return min(cap, engine.max_lora_rank) if cap else engine.max_lora_rank
+
+    def _check_weights(self, folder: Path) -> None:
+        """What ``inspect_adapter`` checks of any upload before a conversion process reads it."""
+        from app.adapters.inspect import PICKLE_WEIGHTS
+
+        pickles = [n for n in PICKLE_WEIGHTS if (folder / n).exists()]
+        if pickles or not (folder / WEIGHTS).is_file():
+            raise AdapterError(
+                400,
+                f"{pickles[0]} is a pickle file, which can run code when loaded: only {WEIGHTS} is accepted."
+                if pickles
+                else f"The adapter folder has no {WEIGHTS}.",
+                code="unsafe_weights" if pickles else "invalid_adapter",
+                param="path",
+            )
+        size = (folder / WEIGHTS).stat().st_size
+        if size > self.max_bytes:
+            raise AdapterError(
+                413, f"{WEIGHTS} has {size} bytes; the limit is {self.max_bytes}.", code="adapter_too_large"
+            )
+
+    async def _run_conversion(self, out: Path, spec: dict[str, Any]) -> None:
+        spec_path = out.parent / f"{out.name}.spec.json"
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env["OMP_NUM_THREADS"] = str(spec["threads"])
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "app.adapters.conversion_worker",
+                str(spec_path),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            try:
+                stdout, stderr = await asyncio.wait_for(proc.communicate(), self.conversion.timeout_s)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+        except asyncio.TimeoutError as exc:
+            raise AdapterError(
+                400,
+                f"Converting the adapter took longer than {self.conversion.timeout_s:g} s "
+                "(TAILOR_CONVERSION__TIMEOUT_S).",
+                code="conversion_failed",
+                param="path",
+            ) from exc
+        finally:
+            spec_path.unlink(missing_ok=True)
+        if proc.returncode == 0:
+            return
+        refused = [json.loads(line) for line in stdout.decode().splitlines() if '"refused"' in line]
+        if refused:
+            why = refused[-1]["message"]
+        else:
+            lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+            why = lines[-1] if lines else f"the conversion process exited with status {proc.returncode}"
+        raise AdapterError(
+            400,
+            f"The adapter could not be converted to a LoRA for the served backbone: {why}",
+            code="conversion_failed",
+            param="path",
+        )
 
     def incoming(self) -> Path:
         """A fresh folder for an upload or a training result, renamed into place once valid."""
@@ -152,6 +341,8 @@ class AdapterService:
                 code="adapter_exists",
                 param="name",
             )
+        if await asyncio.to_thread(peft_type, incoming) in CONVERTIBLE and not (incoming / REPORT).exists():
+            incoming = await self._convert(self.engine(), incoming)
         info = await asyncio.to_thread(self._inspect, self.engine(), incoming)
         await asyncio.to_thread(_move_into, incoming, final)
         try:
@@ -159,6 +350,9 @@ class AdapterService:
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, final, True)
             raise
+        finally:
+            if incoming.exists():  # a conversion's own folder (the caller removes the upload's)
+                await asyncio.to_thread(shutil.rmtree, incoming, True)
 
     async def upload(self, name: str, files: dict[str, bytes]) -> AdapterEntry:
         check_name(name)
@@ -234,3 +428,16 @@ class AdapterService:
             except (AdapterError, EngineError) as exc:
                 why = exc.message if isinstance(exc, AdapterError) else str(exc)
                 await asyncio.to_thread(self.registry.set_aside, entry.name, why)
+
+
+def _read_report(folder: Path) -> dict[str, Any] | None:
+    """The conversion report beside a converted LoRA (None for a plain LoRA)."""
+    path = folder / REPORT
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AdapterError(
+            400, f"{REPORT} is not readable: {exc}", code="invalid_adapter", param="path"
+        ) from exc

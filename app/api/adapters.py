@@ -44,6 +44,8 @@ def public(entry: AdapterEntry, parent: str) -> AdapterPublic:
         id=entry.name,
         path=entry.path,
         source=entry.source,
+        method=entry.method,
+        served_by=entry.served_by,
         rank=entry.rank,
         alpha=entry.alpha,
         target_modules=entry.target_modules,
@@ -51,6 +53,7 @@ def public(entry: AdapterEntry, parent: str) -> AdapterPublic:
         base_model=entry.base_model,
         domain=entry.domain,
         parent=parent,
+        conversion=entry.conversion,
         created_at=entry.created_at,
     )
 

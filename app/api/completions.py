@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import EngineDep, MetricsDep, PipelineDep
-from app.api.streaming import STREAM_RESPONSE, run_until_disconnect, sse_response
+from app.api.streaming import GATE_HEADER, STREAM_RESPONSE, run_until_disconnect, sse_response
 from app.protocol.openai import CompletionRequest, CompletionResponse
 from app.serving.completions import completion, completion_stream
 
@@ -25,11 +25,17 @@ async def create_completion(
     engine: EngineDep,
     pipeline: PipelineDep,
     metrics: MetricsDep,
+    response: Response,
 ) -> CompletionResponse | StreamingResponse:
     prep = await pipeline.completion(body)
     assert prep.lease is not None
     if body.stream:
         stream = completion_stream(prep, engine, metrics, body.include_usage)
-        return await sse_response(request, stream, prep.lease.release)
+        streamed = await sse_response(request, stream, prep.lease.release)
+        if prep.gate_header:
+            streamed.headers[GATE_HEADER] = prep.gate_header
+        return streamed
+    if prep.gate_header:
+        response.headers[GATE_HEADER] = prep.gate_header
     with prep.lease:
         return await run_until_disconnect(request, completion(prep, engine, metrics))

@@ -87,9 +87,13 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 
 
 def get_pipeline(
-    engine: EngineDep, catalog: CatalogDep, knowledge: KnowledgeDep, settings: SettingsDep
+    engine: EngineDep,
+    catalog: CatalogDep,
+    knowledge: KnowledgeDep,
+    settings: SettingsDep,
+    state: StateDep,
 ) -> Pipeline:
-    return Pipeline(engine, catalog, knowledge, settings)
+    return Pipeline(engine, catalog, knowledge, settings, state.gate, state.metrics)
 
 
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]

@@ -32,6 +32,10 @@ STREAM_RESPONSE: dict[int | str, dict] = {
 }
 
 
+#: The gate's choice on routed requests (``model: "auto"``, routing domains), streamed ones too.
+GATE_HEADER = "x-tailor-gate"
+
+
 async def sse_response(
     request: Request, events: AsyncIterator[str], release: Callable[[], None] = lambda: None
 ) -> StreamingResponse:

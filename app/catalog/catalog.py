@@ -48,7 +48,10 @@ _WHAT = {
     "adapter": "an adapter",
     "soft_prompt": "a soft prompt",
     "embedder": "the embedding model",
+    "gate": "the domain gate",
 }
+#: ``model: "auto"``: the gate picks the domain (``app.gate``); no domain or adapter may take it.
+GATE_NAME = "auto"
 _LABEL = {"adapter": "adapter", "soft_prompt": "soft prompt"}
 
 
@@ -147,6 +150,8 @@ class Catalog:
     def _owner(self, name: str) -> str | None:
         if name == self.base_name:
             return "base"
+        if name == GATE_NAME:
+            return "gate"
         if name in self._reserved:
             return self._reserved[name]
         if name in self._writing:
@@ -250,6 +255,10 @@ class Catalog:
         created, the second replaces it.
         """
         refs = [(k, n) for k, n in (("soft_prompt", body.soft_prompt), ("adapter", body.adapter)) if n]
+        if body.route is not None and name in body.route.domains:
+            raise CatalogError(
+                422, f"Domain '{name}' cannot route to itself.", param="route.domains", code="invalid_route"
+            )
         with self._lock:
             self._wait_for_writes(name)
             owner = self._owner(name)
@@ -490,7 +499,10 @@ class Catalog:
             )
 
         cards = [card(self.base_name, "base")]
-        cards += [card(n, "domain") for n in self.domain_names()]
+        domains = self.domain_names()
+        cards += [card(n, "domain") for n in domains]
+        if domains:  # the gate chooses among them
+            cards.append(card(GATE_NAME, "gate"))
         cards += [card(n, "adapter") for n in self.adapters.names()]
         cards += [card(n, "soft_prompt") for n in self.soft_prompts.names()]
         window = self.knowledge.embedder_window()

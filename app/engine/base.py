@@ -167,6 +167,18 @@ class AdapterRef:
     name: str
     id: int
     path: str
+    #: Set for an adapter vLLM cannot serve faithfully (a conversion below the agreement bar): the
+    #: PEFT folder the transformers path loads instead (``app.engine.prefix_path``).
+    peft_path: str | None = None
+
+
+def on_transformers(request: EngineRequest) -> bool:
+    """Whether a request runs on the transformers path beside vLLM: a prefix-tuning soft prompt, or
+    an adapter vLLM does not serve faithfully (PEFT serves it)."""
+    soft, adapter = request.prompt.soft_prompt, request.adapter
+    return (soft is not None and soft.kind == "prefix") or (
+        adapter is not None and adapter.peft_path is not None
+    )
 
 
 @dataclass(frozen=True)

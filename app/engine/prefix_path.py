@@ -11,19 +11,26 @@ measured in ``bench/soft_prompts.py``.
 
 Positions follow training (PEFT): the prefix takes positions 0..n-1, the prompt starts at n, and
 prefix keys carry no rotary position.
+
+The same path serves PEFT adapters vLLM cannot serve faithfully (an AdaLoRA / LoHa / LoKr / IA3
+adapter whose LoRA conversion fell below the agreement bar, ``app.adapters.service``): PEFT's own
+model, one copy of the backbone per PEFT method in use with every adapter of that method loaded
+into it, the batch's adapter switched on before it runs. Batches never mix adapters or prefix
+lengths. One lock owns the models: a batch, a load and an unload never overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.base import EngineRequest, InvalidEngineRequest, OutputDelta, SamplingOptions
+from app.engine.base import AdapterRef, EngineRequest, InvalidEngineRequest, OutputDelta, SamplingOptions
 from soft_prompts.prefix_tuning import to_past_key_values
 
 log = logging.getLogger(__name__)
@@ -67,7 +74,10 @@ class PrefixPath:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self._model: Any = None
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.RLock()
+        #: PEFT method → PeftModel over its own copy of the backbone; adapter id → (method, name)
+        self._peft: dict[str, Any] = {}
+        self._adapters: dict[int, tuple[str, str]] = {}
         self._queue: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -88,6 +98,44 @@ class PrefixPath:
                 log.info("prefix-tuning path loaded %s", self.model_path)
         return self._model
 
+    # -- PEFT adapters (blocking: call in a thread) -----------------------------------------------
+    def add_adapter(self, ref: AdapterRef) -> None:
+        """Load ``ref``'s PEFT folder (safetensors, checked by the adapter service) under its id."""
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        assert ref.peft_path is not None
+        with open(f"{ref.peft_path}/adapter_config.json", encoding="utf-8") as f:
+            method = json.load(f)["peft_type"]
+        name = f"a{ref.id}"
+        with self._load_lock:
+            if ref.id in self._adapters:
+                return
+            model = self._peft.get(method)
+            if model is None:
+                base = AutoModelForCausalLM.from_pretrained(
+                    self.model_path, dtype=torch.float32, **self.config_overrides
+                )
+                model = PeftModel.from_pretrained(base, ref.peft_path, adapter_name=name)
+                model.eval()
+                self._peft[method] = model
+            else:
+                model.load_adapter(ref.peft_path, adapter_name=name)
+            self._adapters[ref.id] = (method, name)
+            log.info("transformers path loaded adapter %s (%s)", ref.name, method)
+
+    def remove_adapter(self, ref: AdapterRef) -> None:
+        with self._load_lock:
+            method, name = self._adapters.pop(ref.id, (None, None))
+            if method is None:
+                return
+            model = self._peft[method]
+            if not any(m == method for m, _ in self._adapters.values()):
+                del self._peft[method]  # the last adapter of its method: free the backbone copy
+            else:
+                model.delete_adapter(name)
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -98,19 +146,32 @@ class PrefixPath:
     # -- requests ----------------------------------------------------------------------------------
     async def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
         o = request.options
-        if request.adapter is not None:
+        adapter, soft = request.adapter, request.prompt.soft_prompt
+        if adapter is not None and adapter.peft_path is None:
             raise InvalidEngineRequest("a prefix-tuning soft prompt cannot be combined with a LoRA adapter")
+        if adapter is not None and soft is not None:
+            raise InvalidEngineRequest(
+                f"the adapter '{adapter.name}' is served by PEFT on the transformers path, where soft "
+                "prompts are not available"
+            )
         if o.constraint is not None or o.logprobs is not None:
             what = "structured outputs (response_format, tools)" if o.constraint is not None else "logprobs"
+            who = (
+                f"the adapter '{adapter.name}' (served by PEFT: its LoRA conversion disagreed)"
+                if adapter is not None
+                else "a prefix-tuning soft prompt"
+            )
             raise InvalidEngineRequest(
-                f"{what} are not available with a prefix-tuning soft prompt: it is served by the "
-                "transformers path, which has no grammar-constrained decoding or log-probabilities; "
-                "use a prompt-tuning soft prompt or none"
+                f"{what} are not available with {who}: it is served by the transformers path, which "
+                "has no grammar-constrained decoding or log-probabilities"
             )
         loop = asyncio.get_running_loop()
         out: asyncio.Queue = asyncio.Queue()
         rows = [_Row(request, i, out, loop) for i in range(o.n)]
-        await asyncio.to_thread(self._load)
+        if adapter is not None:
+            await asyncio.to_thread(self.add_adapter, adapter)  # loaded already, unless just restarted
+        else:
+            await asyncio.to_thread(self._load)
         self._queue.append(_Pending(request, rows))
         self._ensure_worker()
         self._wake.set()
@@ -148,13 +209,22 @@ class PrefixPath:
                         if not r.done:
                             r.loop.call_soon_threadsafe(r.out.put_nowait, exc)
 
+    @staticmethod
+    def _group(request: EngineRequest) -> tuple[int, int | None]:
+        """Rows of one batch share this: the prefix length and the adapter."""
+        soft, adapter = request.prompt.soft_prompt, request.adapter
+        return (
+            soft.num_virtual_tokens if soft is not None else 0,
+            adapter.id if adapter is not None else None,
+        )
+
     def _take(self) -> list[_Row]:
-        """Up to ``max_batch`` rows whose prefixes have the first waiting request's length."""
-        width = self._queue[0].request.prompt.soft_prompt.num_virtual_tokens
+        """Up to ``max_batch`` rows of the first waiting request's group (prefix length, adapter)."""
+        group = self._group(self._queue[0].request)
         rows: list[_Row] = []
         keep: list[_Pending] = []
         for p in self._queue:
-            fits = p.request.prompt.soft_prompt.num_virtual_tokens == width
+            fits = self._group(p.request) == group
             if fits and (not rows or len(rows) + len(p.rows) <= self.max_batch):
                 rows += p.rows
             else:
@@ -164,18 +234,29 @@ class PrefixPath:
 
     # -- the batch, in a worker thread -------------------------------------------------------------
     def _run(self, rows: list[_Row]) -> None:
+        if not rows:
+            return
+        with self._load_lock:
+            adapter = rows[0].request.adapter
+            if adapter is None:
+                self._decode(self._model, rows)
+                return
+            method, name = self._adapters[adapter.id]
+            model = self._peft[method]
+            model.set_adapter(name)
+            self._decode(model, rows)
+
+    def _decode(self, model: Any, rows: list[_Row]) -> None:
         import torch
         from transformers import DynamicCache
 
-        if not rows:
-            return
-        model = self._model
         cfg = model.config
         heads = cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
         layers = cfg.num_hidden_layers
-        n_virtual = rows[0].request.prompt.soft_prompt.num_virtual_tokens
+        soft = rows[0].request.prompt.soft_prompt
+        n_virtual = soft.num_virtual_tokens if soft is not None else 0
         prompts = [r.request.prompt.token_ids for r in rows]
         width = max(len(p) for p in prompts)
         b = len(rows)
@@ -192,9 +273,10 @@ class PrefixPath:
                 r.request.prompt.soft_prompt.tensor.to(torch.float32), layers, kv_heads, head_dim
             )
             for r in rows
+            if n_virtual
         ]
         cache = DynamicCache()
-        for layer in range(layers):
+        for layer in range(layers if n_virtual else 0):
             keys = torch.cat([kv[layer][0] for kv in per_row])
             values = torch.cat([kv[layer][1] for kv in per_row])
             cache.update(keys, values, layer)

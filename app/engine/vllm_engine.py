@@ -32,6 +32,7 @@ from app.engine.base import (
     SamplingOptions,
     TokenLogprob,
     check_continuation,
+    on_transformers,
 )
 from app.engine.embeds import embedding_table, prompt_embeds
 from app.engine.failures import start_failure
@@ -296,6 +297,9 @@ class VLLMEngine(Engine):
             raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
         if not self.ready:
             raise EngineUnavailable("the engine is not running")
+        if adapter.peft_path is not None:
+            await asyncio.to_thread(self._prefix_path().add_adapter, adapter)
+            return
         try:
             await self._llm.add_lora(self._lora_request(adapter))
         except Exception as exc:  # noqa: BLE001 - vLLM's loader raises plain errors
@@ -303,6 +307,10 @@ class VLLMEngine(Engine):
 
     async def remove_adapter(self, adapter: AdapterRef) -> None:
         """Drop the weights now: the catalog calls this only once no request holds the adapter."""
+        if adapter.peft_path is not None:
+            if self._prefix is not None:
+                await asyncio.to_thread(self._prefix.remove_adapter, adapter)
+            return
         if self.ready and self.max_lora_rank:
             await self._llm.remove_lora(adapter.id)
 
@@ -386,8 +394,7 @@ class VLLMEngine(Engine):
             raise EngineUnavailable("the engine is not running")
         if request.adapter is not None and not self.max_lora_rank:
             raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
-        soft = request.prompt.soft_prompt
-        if soft is not None and soft.kind == "prefix":
+        if on_transformers(request):
             async for deltas in self._prefix_path().generate(request, request_id):
                 yield deltas
             return

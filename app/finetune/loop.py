@@ -100,6 +100,7 @@ def train_loop(
     settings: LoopSettings,
     emit: Emit,
     device: Any = "cpu",
+    after_step: Callable[[int], None] | None = None,
 ) -> LoopResult:
     import torch
 
@@ -137,6 +138,8 @@ def train_loop(
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
             schedule.step()
+            if after_step is not None:  # before the gradients go: AdaLoRA scores ranks by them
+                after_step(step)
             optimizer.zero_grad(set_to_none=True)
             step += 1
             trained_tokens += sum(len(e["prompt_ids"]) + len(e["answer_ids"]) for e in batch)

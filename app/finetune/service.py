@@ -1,7 +1,8 @@
 """Fine-tuning jobs: validate, queue, train in a separate process, register the result.
 
-A job trains a LoRA adapter (``supervised`` / ``lora``) or a soft prompt (``prompt_tuning``,
-``p_tuning``, ``prefix_tuning``). One job trains at a time (the others wait, ``queued``, in
+A job trains a LoRA adapter (``supervised`` / ``lora``), an AdaLoRA, LoHa, LoKr or IA3 adapter
+(served as a converted LoRA, its agreement with PEFT's own model checked at registration:
+``app.adapters.service``) or a soft prompt (``prompt_tuning``, ``p_tuning``, ``prefix_tuning``). One job trains at a time (the others wait, ``queued``, in
 order). The trainer is a child process (``app.finetune.worker``) so serving goes on; its progress
 lines become the job's progress and events. On success its output is validated like any adapter or
 soft prompt and registered under the job's ``fine_tuned_model`` name: callable at once. A failed,
@@ -28,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from app.adapters import agreement
 from app.adapters.errors import AdapterError
 from app.adapters.service import AdapterService
 from app.config import Settings
@@ -51,13 +53,41 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 #: auto epochs: at least this many examples seen in all (as OpenAI's auto does), at most 25 epochs
 MIN_EXAMPLES_SEEN = 100
 LORA_METHODS = ("supervised", "lora")
+#: PEFT adapters vLLM does not serve as they are: trained with PEFT, served as a converted LoRA.
+CONVERTED_METHODS = ("adalora", "loha", "lokr", "ia3")
 SOFT_PROMPT_METHODS = ("prompt_tuning", "p_tuning", "prefix_tuning")
 #: Base learning rates (× learning_rate_multiplier). Soft prompts move a few thousand parameters
-#: against a frozen model and need far larger steps than LoRA.
-LEARNING_RATES = {"lora": BASE_LEARNING_RATE, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-3}
+#: against a frozen model and need far larger steps than LoRA; so does IA3 (one scale per channel).
+LEARNING_RATES = {
+    "lora": BASE_LEARNING_RATE,
+    "adalora": BASE_LEARNING_RATE,
+    "loha": BASE_LEARNING_RATE,
+    "lokr": BASE_LEARNING_RATE,
+    "ia3": 1e-2,
+    "prompt_tuning": 3e-2,
+    "p_tuning": 1e-2,
+    "prefix_tuning": 1e-3,
+}
 DEFAULT_VIRTUAL_TOKENS = 20
 DEFAULT_PATIENCE = 2
 LORA_FIELDS = ("rank", "alpha", "dropout", "target_modules")
+#: Fields each adapter method takes besides OpenAI's and early_stopping_patience.
+ADAPTER_FIELDS = {
+    "lora": LORA_FIELDS,
+    "adalora": (*LORA_FIELDS, "init_rank"),
+    "loha": LORA_FIELDS,
+    "lokr": (*LORA_FIELDS, "decompose_factor"),
+    "ia3": ("target_modules", "feedforward_modules"),
+}
+#: PEFT's IA3 targets for Llama-style backbones: keys, values and the MLP's down projection (its input).
+IA3_TARGETS = ["k_proj", "v_proj", "down_proj"]
+IA3_FEEDFORWARD = ["down_proj"]
+#: LoHa's and LoKr's default rank: their weight delta is a product of two rank-r factors (Hadamard,
+#: Kronecker with both sides decomposed), so its rank is at most r² = 16, the engine's default
+#: largest LoRA rank: the conversion keeps all of it. Larger ranks are converted by truncated SVD.
+PRODUCT_RANK = 4
+#: AdaLoRA's budget schedule: full rank for the first 10 % of steps, the final budget for the last 20 %.
+ADALORA_WARMUP, ADALORA_FINAL = 0.1, 0.2
 #: Fields each soft-prompt method takes besides OpenAI's and early_stopping_patience.
 SOFT_FIELDS = {
     "prompt_tuning": ("num_virtual_tokens", "init", "init_text"),
@@ -82,10 +112,15 @@ def _bad(message: str, param: str) -> FineTuneError:
     return FineTuneError(400, message, code="invalid_hyperparameters", param=f"hyperparameters.{param}")
 
 
+def _adapter_kind(kind: str) -> str:
+    """``supervised`` trains a LoRA; every other method is its own kind."""
+    return "lora" if kind in LORA_METHODS else kind
+
+
 def _check_fields(kind: str, h: Hyperparameters) -> None:
     """A field that belongs to another method is refused rather than silently ignored."""
-    own = set(LORA_FIELDS) if kind in LORA_METHODS else set(SOFT_FIELDS[kind])
-    every = set(LORA_FIELDS).union(*SOFT_FIELDS.values())
+    own = set(SOFT_FIELDS[kind]) if kind in SOFT_PROMPT_METHODS else set(ADAPTER_FIELDS[_adapter_kind(kind)])
+    every = set().union(*ADAPTER_FIELDS.values(), *SOFT_FIELDS.values())
     for name in sorted((h.model_fields_set & every) - own):
         if getattr(h, name) is not None:
             raise _bad(f"{name} does not apply to method '{kind}'.", name)
@@ -141,7 +176,7 @@ def resolve_hyperparameters(
         "n_epochs": epochs,
         "batch_size": batch,
         "learning_rate_multiplier": multiplier,
-        "learning_rate": LEARNING_RATES[kind if soft else "lora"] * multiplier,
+        "learning_rate": LEARNING_RATES[kind if soft else _adapter_kind(kind)] * multiplier,
         "early_stopping_patience": (DEFAULT_PATIENCE if soft else 0) if patience is None else patience,
     }
     if soft:
@@ -149,31 +184,63 @@ def resolve_hyperparameters(
         out["soft_prompt"] = config
         out |= {k: v for k, v in config.items() if k != "method"}
         return out
-    rank = h.rank or DEFAULT_RANK
-    if rank > min(limits.max_rank, settings.engine.max_lora_rank):
-        raise _bad(
-            f"rank {rank} exceeds the largest this server trains and serves "
-            f"({min(limits.max_rank, settings.engine.max_lora_rank)}).",
-            "rank",
+    return out | _adapter_hyperparameters(_adapter_kind(kind), h, settings)
+
+
+def _module_names(names: list[str], param: str) -> list[str]:
+    if any(not re.fullmatch(r"[A-Za-z0-9_.]{1,64}", t) for t in names):
+        raise _bad(f"{param} are module names such as q_proj.", param)
+    return names
+
+
+def _adapter_hyperparameters(kind: str, h: Hyperparameters, settings: Settings) -> dict[str, Any]:
+    """The method's own settings, defaults filled in, 400 naming the field for values out of range."""
+    limits = settings.training
+    if kind == "ia3":
+        targets = _module_names(h.target_modules or IA3_TARGETS, "target_modules")
+        default_ff = [t for t in IA3_FEEDFORWARD if t in targets]
+        feedforward = _module_names(
+            default_ff if h.feedforward_modules is None else h.feedforward_modules, "feedforward_modules"
         )
-    targets = h.target_modules or DEFAULT_TARGETS
-    if any(not re.fullmatch(r"[A-Za-z0-9_.]{1,64}", t) for t in targets):
-        raise _bad("target_modules are module names such as q_proj.", "target_modules")
-    return out | {
+        if not set(feedforward) <= set(targets):
+            raise _bad("feedforward_modules must be a subset of target_modules.", "feedforward_modules")
+        return {"target_modules": targets, "feedforward_modules": feedforward}
+    rank = h.rank or (PRODUCT_RANK if kind in ("loha", "lokr") else DEFAULT_RANK)
+    # LoRA and AdaLoRA are served at their trained (final) rank; LoHa and LoKr are trained at theirs
+    # and converted at the smallest rank that keeps the configured fidelity, capped by the engine's
+    served_cap = settings.engine.max_lora_rank if kind in ("lora", "adalora") else limits.max_rank
+    cap = min(limits.max_rank, served_cap)
+    if rank > cap:
+        raise _bad(f"rank {rank} exceeds the largest this server trains and serves ({cap}).", "rank")
+    out: dict[str, Any] = {
         "rank": rank,
-        "alpha": float(h.alpha or 2 * rank),
-        "dropout": DEFAULT_DROPOUT if h.dropout is None else h.dropout,
-        "target_modules": targets,
+        "alpha": float(h.alpha or (rank if kind in ("loha", "lokr") else 2 * rank)),
+        "dropout": (0.0 if kind in ("loha", "lokr") else DEFAULT_DROPOUT) if h.dropout is None else h.dropout,
+        "target_modules": _module_names(h.target_modules or DEFAULT_TARGETS, "target_modules"),
     }
+    if kind == "adalora":
+        init_rank = h.init_rank or max(rank, math.ceil(rank * 1.5))
+        if not rank <= init_rank <= limits.max_rank:
+            raise _bad(
+                f"init_rank must be at least rank ({rank}) and at most {limits.max_rank}.", "init_rank"
+            )
+        out |= {"init_rank": init_rank, "warmup_fraction": ADALORA_WARMUP, "final_fraction": ADALORA_FINAL}
+    elif kind == "lokr":
+        factor = -1 if h.decompose_factor is None else h.decompose_factor
+        if factor == 0:
+            raise _bad("decompose_factor must be -1 (automatic) or a positive size.", "decompose_factor")
+        out["decompose_factor"] = factor
+    return out
 
 
 def _method(req: FineTuningJobCreate) -> tuple[str, Hyperparameters]:
     method = req.method
     kind = method.type if method else "supervised"
-    if kind not in LORA_METHODS + SOFT_PROMPT_METHODS:
+    if kind not in LORA_METHODS + CONVERTED_METHODS + SOFT_PROMPT_METHODS:
         raise FineTuneError(
             400,
-            f"Method '{kind}' is not supported; use 'supervised' or 'lora' (a LoRA adapter), or "
+            f"Method '{kind}' is not supported; use 'supervised' or 'lora' (a LoRA adapter), "
+            "'adalora', 'loha', 'lokr' or 'ia3' (PEFT's adapter of that kind, served as a LoRA), or "
             "'prompt_tuning', 'p_tuning' or 'prefix_tuning' (a soft prompt).",
             code="unsupported_method",
             param="method.type",
@@ -403,11 +470,20 @@ class FineTuner:
                 "pad_id": engine.tokenizer.pad_token_id or engine.tokenizer.eos_token_id or 0,
                 "seed": seed,
                 "threads": self._threads(),
-                "method": kind if soft else "lora",
+                "method": kind if soft else _adapter_kind(kind),
                 "soft_prompt": hp.get("soft_prompt"),
                 "hyperparameters": hp,
                 "output_dir": str(output),
             }
+            if kind in CONVERTED_METHODS:
+                spec["conversion"] = {
+                    "method": kind,
+                    "model_path": engine.model,
+                    "energy": self.settings.conversion.energy,
+                    "max_rank": self.adapters.conversion_rank(engine),
+                    "prompts": await asyncio.to_thread(self._agreement_prompts, folder),
+                    "max_new_tokens": self.settings.conversion.tokens,
+                }
             (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
             try:
                 trained_tokens = await self._train(job, folder)
@@ -422,6 +498,15 @@ class FineTuner:
                 shutil.rmtree(output, ignore_errors=True)
                 for data in ("train.jsonl", "valid.jsonl"):
                     (folder / data).unlink(missing_ok=True)
+            entry = self.adapters.registry.get(name) if not soft else None
+            if entry is not None and entry.conversion:
+                c = entry.conversion
+                self._event(
+                    job,
+                    f"Agreement with PEFT's own model: {c['tokens_equal']}/{c['tokens_total']} greedy tokens "
+                    f"({c['agreement']})",
+                    data={k: c[k] for k in ("rank", "fidelity", "agreement", "tokens_equal", "tokens_total")},
+                )
             self._event(job, f"New fine-tuned model created: {name}")
             self._event(job, "The job has successfully completed")
             return {
@@ -429,6 +514,21 @@ class FineTuner:
                 "trained_tokens": trained_tokens,
                 "finished_at": int(time.time()),
             }
+
+    def _agreement_prompts(self, folder: Path) -> list[list[int]]:
+        """Half the fixed agreement prompts, then the job's first distinct training prompts."""
+        engine = self._engine()
+        assert engine is not None
+        total = self.settings.conversion.prompts
+        prompts = agreement.fixed_prompt_ids(engine, max(1, total // 2))
+        with open(folder / "train.jsonl", encoding="utf-8") as f:
+            for line in f:
+                if len(prompts) >= total:
+                    break
+                ids = json.loads(line)["prompt_ids"]
+                if ids and ids not in prompts:
+                    prompts.append(ids)
+        return prompts
 
     async def _engine_ready(self, timeout: float = 600) -> None:
         """Wait out an engine restart before registering: a finished training is not thrown away."""
@@ -519,6 +619,17 @@ class FineTuner:
                 job,
                 f"Training with the served positions: {how}, {msg['max_position_embeddings']} positions",
                 data={"rope_parameters": rope, "max_position_embeddings": msg["max_position_embeddings"]},
+            )
+            return None
+        elif kind == "converting":
+            self._event(job, "Converting the adapter to a LoRA for vLLM")
+            return None
+        elif kind == "converted":
+            self._event(
+                job,
+                f"Converted to a LoRA of rank {msg['rank']} (fidelity {msg['fidelity']:.4f} in the weakest "
+                "module); checking its agreement with PEFT's own model",
+                data={"rank": msg["rank"], "fidelity": msg["fidelity"]},
             )
             return None
         elif kind == "stopped":

@@ -3,18 +3,24 @@
 Runs apart from the server so serving goes on (and a crash or a kill touches nothing served).
 Reads token ids prepared by the service (prompt ids, answer ids), trains on the very checkpoint
 vLLM serves (fp32 on CPU, bf16 on CUDA) with ``app.finetune.loop``, and writes the result
-to the output folder: a PEFT LoRA adapter, or a soft prompt folder (``soft_prompts.store``).
+to the output folder: a PEFT LoRA adapter; an AdaLoRA, LoHa, LoKr or IA3 adapter converted to a
+LoRA (``app.adapters.conversion_worker.write_converted``, the original kept in ``peft/``); or a soft
+prompt folder (``soft_prompts.store``).
 Progress goes to stdout as one JSON object per line; errors to stderr.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
 import time
 from pathlib import Path
+
+#: Methods whose result is an adapter (served on vLLM's LoRA path); the others are soft prompts.
+ADAPTER_METHODS = ("lora", "adalora", "loha", "lokr", "ia3")
 
 
 def emit(kind: str, **data: object) -> None:
@@ -28,18 +34,52 @@ def _read(path: str | None) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _lora(model, hp: dict):
-    from peft import LoraConfig, get_peft_model
+def _peft_config(method: str, hp: dict, total_steps: int):
+    """PEFT's own config for ``method`` from the resolved hyperparameters (``app.finetune.methods``)."""
+    import peft
 
-    config = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=hp["rank"],
-        lora_alpha=hp["alpha"],
-        lora_dropout=hp["dropout"],
-        target_modules=hp["target_modules"],
-        bias="none",
-    )
-    return get_peft_model(model, config)
+    common = {"task_type": "CAUSAL_LM", "target_modules": hp["target_modules"]}
+    if method == "lora":
+        return peft.LoraConfig(
+            r=hp["rank"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], bias="none", **common
+        )
+    if method == "adalora":
+        # the budget schedule in steps: warm-up at the full rank, pruning, then the final budget
+        tinit = int(total_steps * hp["warmup_fraction"])
+        tfinal = int(total_steps * hp["final_fraction"])
+        if total_steps - tinit - tfinal < 1:
+            tinit = tfinal = 0
+        return peft.AdaLoraConfig(
+            init_r=hp["init_rank"],
+            target_r=hp["rank"],
+            lora_alpha=hp["alpha"],
+            lora_dropout=hp["dropout"],
+            total_step=total_steps,
+            tinit=tinit,
+            tfinal=tfinal,
+            deltaT=max(1, (total_steps - tinit - tfinal) // 10),
+            **common,
+        )
+    if method == "loha":
+        return peft.LoHaConfig(r=hp["rank"], alpha=hp["alpha"], rank_dropout=hp["dropout"], **common)
+    if method == "lokr":
+        return peft.LoKrConfig(
+            r=hp["rank"],
+            alpha=hp["alpha"],
+            rank_dropout=hp["dropout"],
+            decompose_both=True,  # both Kronecker factors low-rank: ΔW has rank ≤ r², a LoRA of that rank
+            decompose_factor=hp["decompose_factor"],
+            **common,
+        )
+    if method == "ia3":
+        return peft.IA3Config(feedforward_modules=hp["feedforward_modules"], **common)
+    raise ValueError(f"unknown adapter method {method!r}")
+
+
+def _adapter(model, method: str, hp: dict, total_steps: int):
+    from peft import get_peft_model
+
+    return get_peft_model(model, _peft_config(method, hp, total_steps))
 
 
 def train(spec: dict) -> None:
@@ -61,7 +101,7 @@ def train(spec: dict) -> None:
     hp = spec["hyperparameters"]
     method = spec.get("method", "lora")
     # soft prompts train in fp32 everywhere: their gradients pass through the whole backbone
-    dtype = torch.bfloat16 if cuda and method == "lora" else torch.float32
+    dtype = torch.bfloat16 if cuda and method in ADAPTER_METHODS else torch.float32
     overrides = spec.get("config_overrides") or {}
     base = AutoModelForCausalLM.from_pretrained(spec["model_path"], dtype=dtype, **overrides).to(device)
     # what the loaded model actually uses, read back from it: the served window's positions
@@ -72,8 +112,15 @@ def train(spec: dict) -> None:
     )
     for p in base.parameters():
         p.requires_grad_(False)
-    soft = config_from_dict(spec["soft_prompt"]) if method != "lora" else None
-    model = _lora(base, hp) if soft is None else build_model(base, soft, spec["model_path"]).to(device)
+    train_set = _read(spec["train_path"])
+    total_steps = math.ceil(len(train_set) / hp["batch_size"]) * hp["n_epochs"]
+    soft = config_from_dict(spec["soft_prompt"]) if method not in ADAPTER_METHODS else None
+    if soft is None:
+        model = _adapter(base, method, hp, total_steps)
+    else:
+        model = build_model(base, soft, spec["model_path"]).to(device)
+    # AdaLoRA reallocates its rank budget after every optimizer step (PEFT's own schedule)
+    after_step = model.base_model.update_and_allocate if method == "adalora" else None
     settings = LoopSettings(
         epochs=hp["n_epochs"],
         batch_size=hp["batch_size"],
@@ -83,16 +130,25 @@ def train(spec: dict) -> None:
     )
     result = train_loop(
         model,
-        _read(spec["train_path"]),
+        train_set,
         _read(spec.get("valid_path")),
         int(spec["pad_id"]),
         settings,
         emit,
         device,
+        after_step=after_step,
     )
     out = Path(spec["output_dir"])
-    if soft is None:
+    if method == "lora":
         model.save_pretrained(str(out), safe_serialization=True)
+    elif soft is None:
+        from app.adapters.conversion_worker import write_converted
+        from app.adapters.convert import ORIGINAL
+
+        model.save_pretrained(str(out / ORIGINAL), safe_serialization=True)
+        emit("converting")
+        summary = write_converted(model.float().cpu(), spec["conversion"], out)
+        emit("converted", rank=summary["rank"], fidelity=summary["fidelity"])
     else:
         meta = {
             **spec.get("meta", {}),

@@ -42,6 +42,7 @@ from app.engine.base import (
     OutputDelta,
     SamplingOptions,
     check_continuation,
+    on_transformers,
 )
 from app.engine.embeds import embedding_table, prompt_embeds
 from app.fleet.metrics import FleetMetrics
@@ -452,6 +453,9 @@ class RemoteEngine(Engine):
         """Load the adapter where requests for it will go first, so a bad one fails now."""
         if not self.max_lora_rank:
             raise InvalidEngineRequest("LoRA is turned off (TAILOR_ENGINE__MAX_LORAS=0)")
+        if adapter.peft_path is not None:  # PEFT's own model, on Tailor's transformers path
+            await asyncio.to_thread(self._prefix_path().add_adapter, adapter)
+            return
         # both read the adapters volume: off the loop, once per registration
         name = await asyncio.to_thread(served_adapter, adapter)
         self._paths[name] = await asyncio.to_thread(self._replica_path, adapter)
@@ -474,6 +478,10 @@ class RemoteEngine(Engine):
 
     async def remove_adapter(self, adapter: AdapterRef) -> None:
         """Unload everywhere (the catalog calls this once no request holds the adapter)."""
+        if adapter.peft_path is not None:
+            if self._prefix is not None:
+                await asyncio.to_thread(self._prefix.remove_adapter, adapter)
+            return
         name = self._names.pop(adapter.id, None) or await asyncio.to_thread(served_adapter, adapter)
         self._paths.pop(name, None)
         for replica in self.replicas:
@@ -657,8 +665,7 @@ class RemoteEngine(Engine):
         return self._prefix
 
     async def generate(self, request: EngineRequest, request_id: str) -> AsyncIterator[list[OutputDelta]]:
-        soft = request.prompt.soft_prompt
-        if soft is not None and soft.kind == "prefix":
+        if on_transformers(request):
             async for out in self._prefix_path().generate(request, request_id):
                 yield out
             return

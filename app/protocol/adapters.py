@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,7 +45,16 @@ class AdapterPublic(BaseModel):
     object: Literal["adapter"] = "adapter"
     id: str = Field(description="The adapter's name, used as `model` (or `adapter`) in requests.")
     path: str = Field(description="Folder relative to the adapters dir.")
-    source: Literal["path", "upload", "fine-tune"]
+    source: Literal["path", "upload", "fine-tune", "import"]
+    method: str = Field(
+        "lora",
+        description="The PEFT method: lora, or adalora / loha / lokr / ia3 served as a converted LoRA.",
+    )
+    served_by: Literal["vllm", "transformers"] = Field(
+        "vllm",
+        description="vllm: a LoRA (trained, or converted within the agreement bar); transformers: PEFT's "
+        "own model beside vLLM (its conversion fell below the bar; no structured outputs or logprobs).",
+    )
     rank: int
     alpha: float
     target_modules: list[str]
@@ -53,6 +62,12 @@ class AdapterPublic(BaseModel):
     base_model: str | None = Field(None, description="The base model recorded in adapter_config.json.")
     domain: str | None = Field(None, description="Domain whose profile requests to this adapter use.")
     parent: str = Field(description="The backbone it runs on.")
+    conversion: dict[str, Any] | None = Field(
+        None,
+        description="A converted adapter: the served rank (and per module), the fidelity (share of each "
+        "module's weight-delta energy kept; the weakest module's and the mean), modules capped by the "
+        "server's largest rank, and the agreement of greedy tokens with PEFT's own model.",
+    )
     created_at: float
 
 

@@ -37,8 +37,10 @@ class FileDeleted(BaseModel):
 class Hyperparameters(BaseModel):
     """OpenAI's fields plus each method's own; ``auto`` picks a default that suits the data size.
 
-    LoRA fields (rank, alpha, dropout, target_modules) apply to ``supervised`` / ``lora``; the
-    soft-prompt fields to their method only: a field another method owns is refused with 400.
+    LoRA fields (rank, alpha, dropout, target_modules) apply to ``supervised`` / ``lora`` and, with
+    their own extras, to ``adalora`` (init_rank), ``loha``, ``lokr`` (decompose_factor) and ``ia3``
+    (target_modules, feedforward_modules only); the soft-prompt fields to their method only: a field
+    another method owns is refused with 400.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -50,9 +52,34 @@ class Hyperparameters(BaseModel):
     learning_rate_multiplier: float | Auto = Field(
         "auto", description="Multiplies the base learning rate 1e-3 (auto: 1)."
     )
-    rank: int | None = Field(None, ge=1, description="LoRA rank (default 8).")
-    alpha: float | None = Field(None, gt=0, le=4096, description="LoRA alpha (default 2 × rank).")
-    dropout: float | None = Field(None, ge=0, lt=1, description="LoRA dropout (default 0.05).")
+    rank: int | None = Field(
+        None,
+        ge=1,
+        description="LoRA rank (default 8), LoHa / LoKr rank (default 4: ΔW has rank ≤ r²), AdaLoRA's final rank budget (default 8).",
+    )
+    alpha: float | None = Field(
+        None, gt=0, le=4096, description="Alpha (default 2 × rank; LoHa and LoKr: rank)."
+    )
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Dropout (LoHa / LoKr: rank dropout; default 0.05, LoHa / LoKr 0)."
+    )
+    init_rank: int | None = Field(
+        None,
+        ge=1,
+        description="adalora: the rank every module starts at before pruning (default 1.5 × rank).",
+    )
+    decompose_factor: int | None = Field(
+        None,
+        ge=-1,
+        le=4096,
+        description="lokr: the Kronecker factor's size (default -1: as square as possible).",
+    )
+    feedforward_modules: list[str] | None = Field(
+        None,
+        max_length=32,
+        description="ia3: targets whose input (not output) is scaled; a subset of target_modules "
+        "(default down_proj).",
+    )
     target_modules: list[str] | None = Field(
         None,
         min_length=1,
@@ -96,6 +123,7 @@ class MethodParams(BaseModel):
 
 class Method(BaseModel):
     """``{"type": T, T: {"hyperparameters": {...}}}``: supervised and lora both train a LoRA;
+    adalora, loha, lokr and ia3 train PEFT's adapter of that kind, served as a converted LoRA;
     prompt_tuning, p_tuning and prefix_tuning train a soft prompt."""
 
     model_config = ConfigDict(extra="forbid")
@@ -103,6 +131,10 @@ class Method(BaseModel):
     type: str = "supervised"
     supervised: MethodParams | None = None
     lora: MethodParams | None = None
+    adalora: MethodParams | None = None
+    loha: MethodParams | None = None
+    lokr: MethodParams | None = None
+    ia3: MethodParams | None = None
     prompt_tuning: MethodParams | None = None
     p_tuning: MethodParams | None = None
     prefix_tuning: MethodParams | None = None
@@ -145,6 +177,11 @@ class HyperparametersOut(BaseModel):
     alpha: float | None = None
     dropout: float | None = None
     target_modules: list[str] | None = None
+    init_rank: int | None = None
+    decompose_factor: int | None = None
+    feedforward_modules: list[str] | None = None
+    warmup_fraction: float | None = None
+    final_fraction: float | None = None
     num_virtual_tokens: int | None = None
     init: str | None = None
     init_text: str | None = None

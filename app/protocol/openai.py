@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -256,6 +256,11 @@ class ChatCompletionResponse(BaseModel):
     sources: list[Source] | None = Field(None, description="Passages given to the model (domains).")
     context: ContextReport | None = None
     prompt: str | None = Field(None, description="The rendered prompt, when `return_prompt` was set.")
+    gate: dict[str, Any] | None = Field(
+        None,
+        description='`model: "auto"` or a routing domain: the domain the gate chose (or why none), '
+        "and its scores for every domain.",
+    )
 
 
 class FunctionCallDelta(BaseModel):
@@ -293,6 +298,7 @@ class ChatCompletionChunk(BaseModel):
     sources: list[Source] | None = None
     context: ContextReport | None = None
     prompt: str | None = None
+    gate: dict[str, Any] | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -312,6 +318,7 @@ class CompletionResponse(BaseModel):
     sources: list[Source] | None = None
     context: ContextReport | None = None
     prompt: str | None = None
+    gate: dict[str, Any] | None = None
 
 
 class ModelCard(BaseModel):
@@ -323,7 +330,7 @@ class ModelCard(BaseModel):
     parent: str | None = Field(
         None, description="For a domain, adapter or soft prompt: the backbone it runs on."
     )
-    kind: Literal["base", "domain", "adapter", "soft_prompt", "embedding"] = Field(
+    kind: Literal["base", "domain", "adapter", "soft_prompt", "embedding", "gate"] = Field(
         "base", description="What the name selects."
     )
     max_model_len: int = Field(description="Context window in tokens (prompt + completion).")

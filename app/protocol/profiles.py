@@ -84,6 +84,15 @@ class Example(_Strict):
     output: str = Field(..., max_length=20_000)
 
 
+class RouteSettings(_Strict):
+    """A routing domain: requests to it are served by whichever listed domain the gate picks."""
+
+    domains: list[str] = Field(..., min_length=1, max_length=64, description="Domains to choose among.")
+    threshold: float | None = Field(
+        None, ge=-1, le=1, description="The gate's bar for this router (default: the server's)."
+    )
+
+
 class DomainProfileIn(_Strict):
     """The body of ``PUT /v1/domains/{name}``."""
 
@@ -100,6 +109,11 @@ class DomainProfileIn(_Strict):
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     soft_prompt: str | None = Field(None, max_length=128, description="Name of a trained soft prompt.")
     adapter: str | None = Field(None, max_length=128, description="Name of a loaded LoRA adapter.")
+    route: RouteSettings | None = Field(
+        None,
+        description="Make this a routing domain: the gate picks one of `route.domains` per request; "
+        "when none clears the bar this domain's own profile serves.",
+    )
 
     @field_validator("template")
     @classmethod

@@ -62,6 +62,7 @@ async def chat_completion(prep: PreparedChat, engine: Engine, metrics: Metrics) 
         sources=prep.sources,
         context=prep.context,
         prompt=prep.prompt_text,
+        gate=prep.gate,
     )
 
 
@@ -95,7 +96,9 @@ async def chat_stream(
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, final: bool = False) -> str:
         extras = (
-            {"sources": prep.sources, "context": prep.context, "prompt": prep.prompt_text} if final else {}
+            {"sources": prep.sources, "context": prep.context, "prompt": prep.prompt_text, "gate": prep.gate}
+            if final
+            else {}
         )
         return event(
             ChatCompletionChunk(
@@ -157,7 +160,7 @@ async def chat_stream(
             [ChatChunkChoice(index=item.index, delta=delta, finish_reason=d.finish_reason, logprobs=logprobs)]
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
-    if include_usage or prep.sources is not None or prep.prompt_text is not None:
-        # the final event: usage when asked for, and the passages given to the model
+    if include_usage or prep.sources is not None or prep.prompt_text is not None or prep.gate is not None:
+        # the final event: usage when asked for, the passages given to the model, the gate's choice
         usage = Usage.of(prompt_tokens, completion_tokens) if include_usage else None
         yield chunk([], usage, final=True)

@@ -37,6 +37,7 @@ async def completion(prep: PreparedCompletion, engine: Engine, metrics: Metrics)
         sources=prep.sources,
         context=prep.context,
         prompt=prep.prompt_text,
+        gate=prep.gate,
     )
 
 
@@ -83,7 +84,7 @@ async def completion_stream(
             )
         )
     metrics.tokens(prep.model, prompt_tokens, completion_tokens)
-    if include_usage or prep.sources is not None or prep.prompt_text is not None:
+    if include_usage or prep.sources is not None or prep.prompt_text is not None or prep.gate is not None:
         yield event(
             CompletionResponse(
                 id=request_id,
@@ -94,5 +95,6 @@ async def completion_stream(
                 sources=prep.sources,
                 context=prep.context,
                 prompt=prep.prompt_text,
+                gate=prep.gate,
             )
         )

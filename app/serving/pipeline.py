@@ -9,11 +9,13 @@ prompt, template, examples and passages are laid out the same way wherever the b
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from app.catalog import Catalog, Lease, Target
 from app.config import Settings
 from app.domains.prompt import assemble, domain_parts
 from app.engine import Engine, EngineInput, EngineRequest
+from app.gate.service import AUTO
 from app.knowledge.base import KnowledgeBase
 from app.protocol.documents import Source
 from app.protocol.errors import APIError
@@ -24,6 +26,10 @@ from app.serving.messages import check_template_text, schema_note, template_mess
 from app.serving.rag import retrieve, sources
 from app.serving.structured import ToolPlan, request_constraint, tool_plan
 from indexers.store import SearchHit
+
+if TYPE_CHECKING:
+    from app.gate import Gate
+    from app.serving.metrics import Metrics
 from prompts import render_chat
 from prompts.assemble import Assembled
 from prompts.chat import renders_tools
@@ -39,6 +45,9 @@ class PreparedChat:
     tools: ToolPlan | None = None
     #: The request's hold on its adapter and soft prompt: released after the last token.
     lease: Lease | None = None
+    #: The gate's decision (``model: "auto"`` or a routing domain): reported in the response.
+    gate: dict[str, Any] | None = None
+    gate_header: str | None = None
 
 
 @dataclass
@@ -51,6 +60,8 @@ class PreparedCompletion:
     context: ContextReport | None = None
     prompt_text: str | None = None
     lease: Lease | None = None
+    gate: dict[str, Any] | None = None
+    gate_header: str | None = None
 
 
 def reserve_for(requested: int | None, profile: DomainProfile | None, window: int, settings: Settings) -> int:
@@ -261,9 +272,31 @@ class Pipeline:
     catalog: Catalog
     knowledge: KnowledgeBase
     settings: Settings
+    gate: Gate | None = None
+    metrics: Metrics | None = None
+
+    async def _route(self, model: str, query: str) -> tuple[str, dict[str, Any] | None, str | None]:
+        """The model that serves: ``model`` itself, or the gate's choice for ``auto`` and for a
+        routing domain (the base model, or the routing domain, when nothing clears the bar)."""
+        if self.gate is None:
+            return model, None, None
+        if model == AUTO:
+            among, threshold, fallback = None, None, self.catalog.base_name
+        else:
+            profile = self.catalog.profile(model) if self.catalog.owner(model) == "domain" else None
+            if profile is None or profile.route is None:
+                return model, None, None
+            among, threshold, fallback = profile.route.domains, profile.route.threshold, model
+        decision = await self.gate.decide(query, among, threshold)
+        served = decision.domain or fallback
+        if self.metrics is not None:
+            self.metrics.gate.labels(served, decision.decision, decision.method).inc()
+            self.metrics.gate_seconds.observe(decision.seconds)
+        return served, decision.public(served), decision.header(served)
 
     async def chat(self, req: ChatCompletionRequest) -> PreparedChat:
-        lease = self.catalog.acquire(req.model, req.adapter, req.soft_prompt)
+        model, gate, header = await self._route(req.model, last_user_text(req))
+        lease = self.catalog.acquire(model, req.adapter, req.soft_prompt)
         try:
             hits = await self._hits(lease.target, req.retrieval, last_user_text(req))
             prep = await self.engine.tokens.run(
@@ -272,11 +305,12 @@ class Pipeline:
         except BaseException:
             lease.release()
             raise
-        prep.lease = lease
+        prep.lease, prep.gate, prep.gate_header = lease, gate, header
         return prep
 
     async def completion(self, req: CompletionRequest) -> PreparedCompletion:
-        lease = self.catalog.acquire(req.model, req.adapter, req.soft_prompt)
+        model, gate, header = await self._route(req.model, domain_prompt_text(req))
+        lease = self.catalog.acquire(model, req.adapter, req.soft_prompt)
         try:
             target = lease.target
             query = domain_prompt_text(req) if target.profile is not None else ""
@@ -287,7 +321,7 @@ class Pipeline:
         except BaseException:
             lease.release()
             raise
-        prep.lease = lease
+        prep.lease, prep.gate, prep.gate_header = lease, gate, header
         return prep
 
     async def _hits(self, target: Target, override, query: str) -> list[SearchHit] | None:
