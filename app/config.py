@@ -443,14 +443,15 @@ class ConversionSettings(BaseModel):
         0.95,
         ge=0,
         le=1,
-        description="Refuse a converted adapter whose greedy output agrees with PEFT's own model on "
-        "fewer than this share of tokens (checked when it is loaded, imported or trained; 0 turns the check off).",
+        description="A converted adapter whose greedy output agrees with PEFT's own model on fewer than "
+        "this share of tokens is not served by vLLM (see fallback); checked when it is loaded, imported "
+        "or trained; 0 turns the check off.",
     )
     fallback: Literal["transformers", "refuse"] = Field(
         "transformers",
         description="A converted adapter below min_agreement: 'transformers' serves PEFT's own model "
-        "beside vLLM (exact, slower, no structured outputs or logprobs; not with a fleet), 'refuse' "
-        "refuses the load with the numbers.",
+        "on Tailor's transformers path (exact; slower, no structured outputs or logprobs), 'refuse' "
+        "refuses the load or the job with the numbers.",
     )
     prompts: int = Field(
         8, ge=1, le=64, description="Prompts the agreement check decodes (fixed ones, then a job's own)."
@@ -478,8 +479,8 @@ class GateSettings(BaseModel):
         0.01,
         ge=0,
         le=1,
-        description="A best score within this of the next is a tie: the base model serves, and the "
-        "response says which domains tied.",
+        description="A best score within this of the next is a tie: the fallback (base model or "
+        "routing domain) serves, and the response says which domains tied.",
     )
     centroid_sample: int = Field(
         64, ge=1, le=4096, description="Chunks per domain averaged into its document centroid."

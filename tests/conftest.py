@@ -40,6 +40,8 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> 
         data_dir=tmp_path_factory.mktemp("data"),
         model=model_path,
         engine={"max_model_len": 2048, "kv_cache_space_gib": 1, "max_num_seqs": 16, "max_loras": 2},
+        # a lighter agreement check than the default 8 x 24 tokens: every conversion in the suite runs it
+        conversion={"prompts": 4, "tokens": 12},
     )
 
 

@@ -116,6 +116,27 @@ def test_loha_and_lokr_whole_model_conversion_matches_peft_merge() -> None:
         assert capped.summary()["fidelity"] < 1.0
 
 
+def test_adalora_above_the_rank_cap_is_refused_not_truncated() -> None:
+    from peft import AdaLoraConfig, get_peft_model
+
+    from app.adapters.convert import convert_model
+
+    torch.manual_seed(6)
+    config = AdaLoraConfig(init_r=4, target_r=2, total_step=10, target_modules=["k_proj", "down_proj"])
+    model = get_peft_model(_Tiny(), config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_E" in name:
+                p.copy_(torch.randn_like(p))
+    expected = _merged_delta(model, ["k_proj", "down_proj"])
+    tensors, _, report = convert_model(model, "adalora", energy=0.5, max_rank=16)  # energy: unused, exact
+    assert report.rank == 4 and report.summary()["exact"] and report.summary()["fidelity"] == 1.0
+    a, b = tensors["base_model.model.k_proj.lora_A.weight"], tensors["base_model.model.k_proj.lora_B.weight"]
+    assert torch.allclose(b @ a, expected["k_proj"], atol=1e-5)
+    with pytest.raises(ValueError, match="above this server's largest LoRA rank 2"):
+        convert_model(model, "adalora", energy=0.999, max_rank=2)
+
+
 def test_agreement_counts_each_prompt_up_to_its_first_difference() -> None:
     from app.adapters.convert import agreement
 

@@ -1,6 +1,6 @@
 """Training soft prompts through the OpenAI fine-tuning API (official SDK), and the training loop.
 
-Each method learns the "MOO" behaviour of ``test_finetune`` on 16 examples and is called at once
+Each method learns the "MOO" behaviour of ``test_finetune`` on 8 examples and is called at once
 by its ``fine_tuned_model`` name; a domain trains on its own ingested documents; unusable data and
 settings of another method are refused before anything trains.
 """
@@ -13,14 +13,14 @@ import httpx
 import openai
 import pytest
 
-from tests.test_finetune import ask, moo_lines, upload, wait
+from tests.test_finetune import TOPICS, ask, moo_lines, upload, wait
 
 HELD_OUT = ["Tell me something about dogs.", "Tell me something about snow."]
 
 
 @pytest.fixture(scope="module")
 def moo_file(oai: openai.OpenAI, tmp_path_factory) -> str:
-    return upload(oai, tmp_path_factory.mktemp("moo"), moo_lines()).id
+    return upload(oai, tmp_path_factory.mktemp("moo"), moo_lines(TOPICS[:8])).id
 
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "p_tuning", "prefix_tuning"])

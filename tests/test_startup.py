@@ -110,13 +110,36 @@ def _documents(n: int) -> list[dict]:
     ]
 
 
-def test_crash_during_ingest_leaves_job_interrupted_and_store_consistent(
-    tmp_path: Path, model_path: str
-) -> None:
+def test_kill_9_mid_ingest_and_mid_training_leaves_both_consistent(tmp_path: Path, model_path: str) -> None:
+    """kill -9 of the server alone while an ingest job and a training job both run (one cold
+    restart checks both): the trainer stops by itself; the next start reports the ingest job
+    interrupted with only whole documents kept (and resumable) and the training job failed
+    (code ``interrupted``) with no adapter folder or entry left behind."""
+    import os
+
     docs = _documents(120)
+    rows = [
+        {"messages": [{"role": "user", "content": f"Say hi {i}"}, {"role": "assistant", "content": "hi"}]}
+        for i in range(32)
+    ]
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
     first = server_process(tmp_path / "data", model_path, tmp_path / "first.log")
     try:
         first.wait_ready()
+        client = openai.OpenAI(base_url=f"{first.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        f = client.files.create(file=("train.jsonl", lines.encode()), purpose="fine-tune")
+        base = client.models.list().data[0].id
+        job = client.fine_tuning.jobs.create(
+            model=base,
+            training_file=f.id,
+            method={"type": "lora", "lora": {"hyperparameters": {"n_epochs": 50}}},
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if httpx.get(f"{first.url}/v1/fine_tuning/jobs/{job.id}").json()["progress"]["step"] >= 1:
+                break
+            time.sleep(0.5)
+        assert _trainers(), "the trainer process runs"
         resp = httpx.post(
             f"{first.url}/v1/domains/crash/documents",
             json={"documents": docs},
@@ -124,29 +147,41 @@ def test_crash_during_ingest_leaves_job_interrupted_and_store_consistent(
             timeout=120,
         )
         assert resp.status_code == 202, resp.text
-        job_id = resp.json()["id"]
+        ingest_id = resp.json()["id"]
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            job = httpx.get(f"{first.url}/v1/jobs/{job_id}").json()
-            if job["progress"]["documents_done"] >= 30:
+            ingest = httpx.get(f"{first.url}/v1/jobs/{ingest_id}").json()
+            if ingest["progress"]["documents_done"] >= 30:
                 break
             time.sleep(0.1)
-        assert job["status"] == "running" and job["progress"]["documents_done"] < len(docs), job
+        assert ingest["status"] == "running" and ingest["progress"]["documents_done"] < len(docs), ingest
+        os.kill(first.proc.pid, signal.SIGKILL)  # the server alone, as the OOM killer would
+        first.proc.wait(30)
+        deadline = time.monotonic() + 30
+        while _trainers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _trainers(), "the trainer outlived its server"
     finally:
-        first.crash()
+        first.leftovers(grace=5)
 
     second = server_process(tmp_path / "data", model_path, tmp_path / "second.log")
     try:
         second.wait_ready()
-        job = httpx.get(f"{second.url}/v1/jobs/{job_id}").json()
-        assert job["status"] == "interrupted" and "stopped" in job["error"]
+        client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        again = client.fine_tuning.jobs.retrieve(job.id)
+        assert (
+            again.status == "failed" and again.error.code == "interrupted" and again.fine_tuned_model is None
+        )
+        assert httpx.get(f"{second.url}/v1/adapters").json()["data"] == []
+        assert not list((tmp_path / "data" / "adapters").glob(".incoming-*"))
+        ingest = httpx.get(f"{second.url}/v1/jobs/{ingest_id}").json()
+        assert ingest["status"] == "interrupted" and "stopped" in ingest["error"]
         listed = httpx.get(f"{second.url}/v1/domains/crash/documents", params={"limit": 500}).json()
         kept = listed["total"]
         assert 0 < kept < len(docs)
         assert all(d["chunk_count"] > 0 for d in listed["data"])  # no half-written document
         hit = httpx.post(f"{second.url}/v1/domains/crash/search", json={"query": "Memo 3 paragraph 1"}).json()
         assert hit["data"], "the index answers after the crash"
-
         resp = httpx.post(
             f"{second.url}/v1/domains/crash/documents",
             json={"documents": docs},
@@ -202,53 +237,3 @@ def _trainers() -> list:
         if "app.finetune.worker" in " ".join(p.info["cmdline"] or []):
             found.append(p)
     return found
-
-
-def test_kill_during_training_leaves_no_adapter_and_no_trainer(tmp_path: Path, model_path: str) -> None:
-    """kill -9 of the server alone mid-training: the trainer stops by itself, and the next start
-    reports the job failed (code ``interrupted``) with no adapter folder or entry left behind."""
-    import os
-
-    rows = [
-        {"messages": [{"role": "user", "content": f"Say hi {i}"}, {"role": "assistant", "content": "hi"}]}
-        for i in range(32)
-    ]
-    lines = "".join(json.dumps(r) + "\n" for r in rows)
-    first = server_process(tmp_path / "data", model_path, tmp_path / "first.log")
-    try:
-        first.wait_ready()
-        client = openai.OpenAI(base_url=f"{first.url}/v1", api_key="unused", max_retries=0, timeout=120)
-        f = client.files.create(file=("train.jsonl", lines.encode()), purpose="fine-tune")
-        base = client.models.list().data[0].id
-        job = client.fine_tuning.jobs.create(
-            model=base,
-            training_file=f.id,
-            method={"type": "lora", "lora": {"hyperparameters": {"n_epochs": 50}}},
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if httpx.get(f"{first.url}/v1/fine_tuning/jobs/{job.id}").json()["progress"]["step"] >= 1:
-                break
-            time.sleep(0.5)
-        assert _trainers(), "the trainer process runs"
-        os.kill(first.proc.pid, signal.SIGKILL)  # the server alone, as the OOM killer would
-        first.proc.wait(30)
-        deadline = time.monotonic() + 30
-        while _trainers() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not _trainers(), "the trainer outlived its server"
-    finally:
-        first.leftovers(grace=5)
-
-    second = server_process(tmp_path / "data", model_path, tmp_path / "second.log")
-    try:
-        second.wait_ready()
-        client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0, timeout=120)
-        again = client.fine_tuning.jobs.retrieve(job.id)
-        assert (
-            again.status == "failed" and again.error.code == "interrupted" and again.fine_tuned_model is None
-        )
-        assert httpx.get(f"{second.url}/v1/adapters").json()["data"] == []
-        assert not list((tmp_path / "data" / "adapters").glob(".incoming-*"))
-    finally:
-        second.stop()
