@@ -23,6 +23,7 @@ QUERY_WRITES = {
     ("POST", "/v1/embeddings"),
     ("POST", "/v1/completions"),
     ("POST", "/v1/domains/{domain}/search"),
+    ("POST", "/v1/gate/score"),  # what model: "auto" would choose: a read, like search
 }
 
 
@@ -139,6 +140,7 @@ HTTP = ("fastapi", "starlette")
         ("app/jobs", ("app.api", "app.serving", *HTTP)),
         ("app/serving", ("app.api",)),
         ("app/finetune", ("app.api", "app.serving", *HTTP)),
+        ("app/gate", ("app.api", "app.serving", "app.finetune", *HTTP)),
         ("app/protocol", ("app.api", "app.serving", "app.domains", "app.catalog", "app.knowledge")),
         ("app/checkpoints", ("app.api", "app.serving", *HTTP)),
     ],

@@ -18,18 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
-import os
 import shutil
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.adapters import agreement
-from app.adapters.convert import CONVERTIBLE, ORIGINAL, REPORT
+from app.adapters.conversion import Converter, needs_conversion, read_report
+from app.adapters.convert import CONVERTIBLE
 from app.adapters.errors import AdapterError
 from app.adapters.inspect import CONFIG, WEIGHTS, AdapterInfo, inspect_adapter, peft_type
 from app.adapters.registry import AdapterEntry, AdapterRegistry, Source, check_name, resolve_inside
@@ -75,8 +73,7 @@ class AdapterService:
         self._engine = engine
         self.max_bytes = max_bytes
         self.conversion = conversion or ConversionSettings()
-        #: CPU threads of a conversion process (0: half the cores, as the trainer)
-        self.threads = threads
+        self.converter = Converter(self.conversion, max_bytes, threads)
         #: Set once the catalog exists (it reads this registry): the owner of every name.
         self.catalog: Catalog | None = None
 
@@ -105,7 +102,7 @@ class AdapterService:
         engine = self.engine()
         if info is None:
             info = await asyncio.to_thread(self._inspect, engine, folder)
-        report = await asyncio.to_thread(_read_report, folder)
+        report = await asyncio.to_thread(read_report, folder)
         entry = AdapterEntry(
             name=name,
             path=str(folder.resolve().relative_to(self.root.resolve())),
@@ -200,7 +197,7 @@ class AdapterService:
             if await asyncio.to_thread(peft_type, folder) not in CONVERTIBLE:
                 return await self._register(name, folder, "path", domain=None, info=None)
             # another PEFT method: its LoRA conversion is a folder of the service's own
-            await asyncio.to_thread(self._check_weights, folder)
+            await asyncio.to_thread(self.converter.check_weights, folder)
             incoming = self.incoming()
             try:
                 for fname in (CONFIG, WEIGHTS):
@@ -210,106 +207,6 @@ class AdapterService:
             finally:
                 if incoming.exists():
                     await asyncio.to_thread(shutil.rmtree, incoming, True)
-
-    async def _convert(self, engine: Engine, incoming: Path, prompts: list[list[int]] | None = None) -> Path:
-        """Convert the PEFT adapter in ``incoming`` (checked: safetensors, size) into a LoRA folder
-        of its own, with the original kept in ``peft/``; returns the new folder."""
-        await asyncio.to_thread(self._check_weights, incoming)
-        method = CONVERTIBLE[await asyncio.to_thread(peft_type, incoming)]
-        if prompts is None:
-            prompts = await asyncio.to_thread(agreement.fixed_prompt_ids, engine, self.conversion.prompts)
-        out = self.incoming()
-        try:
-            await asyncio.to_thread(_move_into, incoming, out / ORIGINAL)
-            spec = {
-                "model_path": engine.model,
-                "config_overrides": engine.transformers_overrides(),
-                "peft_dir": str(out / ORIGINAL),
-                "output_dir": str(out),
-                "method": method,
-                "energy": self.conversion.energy,
-                "max_rank": self.conversion_rank(engine),
-                "prompts": prompts,
-                "max_new_tokens": self.conversion.tokens,
-                "threads": self.threads or max(1, (os.cpu_count() or 2) // 2),
-            }
-            await self._run_conversion(out, spec)
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, out, True)
-            raise
-        return out
-
-    def conversion_rank(self, engine: Engine) -> int:
-        """The rank cap of a conversion: the configured one, never above what vLLM serves."""
-        cap = self.conversion.max_rank
-        return min(cap, engine.max_lora_rank) if cap else engine.max_lora_rank
-
-    def _check_weights(self, folder: Path) -> None:
-        """What ``inspect_adapter`` checks of any upload before a conversion process reads it."""
-        from app.adapters.inspect import PICKLE_WEIGHTS
-
-        pickles = [n for n in PICKLE_WEIGHTS if (folder / n).exists()]
-        if pickles or not (folder / WEIGHTS).is_file():
-            raise AdapterError(
-                400,
-                f"{pickles[0]} is a pickle file, which can run code when loaded: only {WEIGHTS} is accepted."
-                if pickles
-                else f"The adapter folder has no {WEIGHTS}.",
-                code="unsafe_weights" if pickles else "invalid_adapter",
-                param="path",
-            )
-        size = (folder / WEIGHTS).stat().st_size
-        if size > self.max_bytes:
-            raise AdapterError(
-                413, f"{WEIGHTS} has {size} bytes; the limit is {self.max_bytes}.", code="adapter_too_large"
-            )
-
-    async def _run_conversion(self, out: Path, spec: dict[str, Any]) -> None:
-        spec_path = out.parent / f"{out.name}.spec.json"
-        spec_path.write_text(json.dumps(spec), encoding="utf-8")
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        env["OMP_NUM_THREADS"] = str(spec["threads"])
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "app.adapters.conversion_worker",
-                str(spec_path),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-            )
-            try:
-                stdout, stderr = await asyncio.wait_for(proc.communicate(), self.conversion.timeout_s)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise
-        except asyncio.TimeoutError as exc:
-            raise AdapterError(
-                400,
-                f"Converting the adapter took longer than {self.conversion.timeout_s:g} s "
-                "(TAILOR_CONVERSION__TIMEOUT_S).",
-                code="conversion_failed",
-                param="path",
-            ) from exc
-        finally:
-            spec_path.unlink(missing_ok=True)
-        if proc.returncode == 0:
-            return
-        refused = [json.loads(line) for line in stdout.decode().splitlines() if '"refused"' in line]
-        if refused:
-            why = refused[-1]["message"]
-        else:
-            lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
-            why = lines[-1] if lines else f"the conversion process exited with status {proc.returncode}"
-        raise AdapterError(
-            400,
-            f"The adapter could not be converted to a LoRA for the served backbone: {why}",
-            code="conversion_failed",
-            param="path",
-        )
 
     def incoming(self) -> Path:
         """A fresh folder for an upload or a training result, renamed into place once valid."""
@@ -341,8 +238,8 @@ class AdapterService:
                 code="adapter_exists",
                 param="name",
             )
-        if await asyncio.to_thread(peft_type, incoming) in CONVERTIBLE and not (incoming / REPORT).exists():
-            incoming = await self._convert(self.engine(), incoming)
+        if await asyncio.to_thread(needs_conversion, incoming):
+            incoming = await self.converter.convert(self.engine(), incoming, self.incoming, _move_into)
         info = await asyncio.to_thread(self._inspect, self.engine(), incoming)
         await asyncio.to_thread(_move_into, incoming, final)
         try:
@@ -428,16 +325,3 @@ class AdapterService:
             except (AdapterError, EngineError) as exc:
                 why = exc.message if isinstance(exc, AdapterError) else str(exc)
                 await asyncio.to_thread(self.registry.set_aside, entry.name, why)
-
-
-def _read_report(folder: Path) -> dict[str, Any] | None:
-    """The conversion report beside a converted LoRA (None for a plain LoRA)."""
-    path = folder / REPORT
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise AdapterError(
-            400, f"{REPORT} is not readable: {exc}", code="invalid_adapter", param="path"
-        ) from exc

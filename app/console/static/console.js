@@ -79,7 +79,13 @@ async function loadModels() {
   state.models = list.data.filter((m) => m.kind !== "embedding");
   const select = $("model");
   select.replaceChildren();
-  const groups = { domain: "Domains", base: "Base model", adapter: "LoRA adapters", soft_prompt: "Soft prompts" };
+  const groups = {
+    domain: "Domains",
+    base: "Base model",
+    gate: "Gate (picks the domain)",
+    adapter: "Adapters",
+    soft_prompt: "Soft prompts",
+  };
   for (const [kind, label] of Object.entries(groups)) {
     const items = state.models.filter((m) => m.kind === kind);
     if (!items.length) continue;
