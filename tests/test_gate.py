@@ -63,6 +63,7 @@ def test_auto_routes_clear_queries_and_falls_back_for_off_domain_ones(gated) -> 
     server, http = gated
     oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
     assert "auto" in {m.id for m in oai.models.list().data}
+    assert oai.models.retrieve("auto").model_extra["kind"] == "gate"
     for query, domain in CLEAR.items():
         raw = oai.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": query}], max_tokens=2, temperature=0

@@ -69,6 +69,9 @@ def test_each_method_trains_through_the_sdk_and_is_served_as_a_lora(
             # LoHa and LoKr at rank 4 have rank ≤ 16 deltas; AdaLoRA is exact: vLLM serves them
             assert c["agreement"] >= 0.95 and adapter["served_by"] == c["served_by"] == "vllm"
             assert c["fidelity"] >= 0.999 and c["capped_modules"] == 0
+        # the SDK's job object says it too (a Tailor field beside OpenAI's)
+        assert done.model_extra["conversion"]["agreement"] == c["agreement"]
+        assert done.model_extra["conversion"]["served_by"] == adapter["served_by"]
         events = [e.message for e in oai.fine_tuning.jobs.list_events(done.id, limit=100).data]
         assert any(m.startswith("Converted to a LoRA of rank") for m in events)
         assert any(m.startswith("Agreement with PEFT's own model") for m in events)

@@ -65,6 +65,7 @@ def public(job: Job) -> FineTuningJob:
         user_provided_suffix=info.get("suffix"),
         metadata=info.get("metadata"),
         progress=TrainProgressPublic(**job.progress),
+        conversion=info.get("conversion"),
     )
 
 

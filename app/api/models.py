@@ -22,8 +22,13 @@ async def list_models(catalog: CatalogDep) -> ModelList:
 
 @router.get("/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, catalog: CatalogDep) -> ModelCard:
-    target = catalog.resolve(model_id)
-    return next(card for card in catalog.listing().data if card.id == target.model)
+    cards = catalog.listing().data
+    if catalog.owner(model_id) == "gate":  # listed while there are domains to choose among
+        gate = next((card for card in cards if card.id == model_id), None)
+        if gate is not None:
+            return gate
+    target = catalog.resolve(model_id)  # 404 for unknown names
+    return next(card for card in cards if card.id == target.model)
 
 
 class ModelDeleted(BaseModel):

@@ -309,13 +309,30 @@ class FineTuner:
                 for data in ("train.jsonl", "valid.jsonl"):
                     (folder / data).unlink(missing_ok=True)
             entry = self.adapters.registry.get(name) if not soft else None
+            conversion = None
             if entry is not None and entry.conversion:
+                conversion = {k: v for k, v in entry.conversion.items() if k != "modules"}
                 c = entry.conversion
+                how = (
+                    f"served by vLLM as a LoRA of rank {c['rank']}"
+                    if c["served_by"] == "vllm"
+                    else f"below {c['min_agreement']}: served by PEFT's own model on the transformers path"
+                )
                 self._event(
                     job,
                     f"Agreement with PEFT's own model: {c['tokens_equal']}/{c['tokens_total']} greedy tokens "
-                    f"({c['agreement']})",
-                    data={k: c[k] for k in ("rank", "fidelity", "agreement", "tokens_equal", "tokens_total")},
+                    f"({c['agreement']}); {how}",
+                    data={
+                        k: c[k]
+                        for k in (
+                            "rank",
+                            "fidelity",
+                            "agreement",
+                            "tokens_equal",
+                            "tokens_total",
+                            "served_by",
+                        )
+                    },
                 )
             self._event(job, f"New fine-tuned model created: {name}")
             self._event(job, "The job has successfully completed")
@@ -323,6 +340,7 @@ class FineTuner:
                 "fine_tuned_model": name,
                 "trained_tokens": trained_tokens,
                 "finished_at": int(time.time()),
+                "conversion": conversion,
             }
 
     def _agreement_prompts(self, folder: Path) -> list[list[int]]:

@@ -52,7 +52,7 @@ class GateDecision:
     """What the gate chose and why; ``domain`` None: nothing cleared the bar."""
 
     domain: str | None
-    decision: str  # routed | low_confidence | tie | no_domains
+    decision: str  # routed | low_confidence | tie | no_domains (domain_removed: chosen, then deleted)
     method: str  # similarity | trained
     score: float | None
     threshold: float

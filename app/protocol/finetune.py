@@ -214,6 +214,11 @@ class FineTuningJob(BaseModel):
     user_provided_suffix: str | None = None
     metadata: dict[str, str] | None = None
     progress: TrainProgressPublic = Field(default_factory=TrainProgressPublic)
+    conversion: dict[str, Any] | None = Field(
+        None,
+        description="adalora / loha / lokr / ia3: how the result is served (served_by, rank, fidelity, "
+        "agreement with PEFT's own model); per module in GET /v1/adapters/{fine_tuned_model}.",
+    )
 
 
 class FineTuningJobList(BaseModel):

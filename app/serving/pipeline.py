@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from app.catalog import Catalog, Lease, Target
+from app.catalog import Catalog, CatalogError, Lease, Target
 from app.config import Settings
 from app.domains.prompt import assemble, domain_parts
 from app.engine import Engine, EngineInput, EngineRequest
@@ -26,13 +26,13 @@ from app.serving.messages import check_template_text, schema_note, template_mess
 from app.serving.rag import retrieve, sources
 from app.serving.structured import ToolPlan, request_constraint, tool_plan
 from indexers.store import SearchHit
+from prompts import render_chat
+from prompts.assemble import Assembled
+from prompts.chat import renders_tools
 
 if TYPE_CHECKING:
     from app.gate import Gate
     from app.serving.metrics import Metrics
-from prompts import render_chat
-from prompts.assemble import Assembled
-from prompts.chat import renders_tools
 
 
 @dataclass
@@ -275,11 +275,31 @@ class Pipeline:
     gate: Gate | None = None
     metrics: Metrics | None = None
 
-    async def _route(self, model: str, query: str) -> tuple[str, dict[str, Any] | None, str | None]:
-        """The model that serves: ``model`` itself, or the gate's choice for ``auto`` and for a
-        routing domain (the base model, or the routing domain, when nothing clears the bar)."""
+    async def _lease(
+        self, req: ChatCompletionRequest | CompletionRequest, query: str
+    ) -> tuple[Lease, dict | None, str | None]:
+        """Hold what serves the request: ``req.model`` itself, or the gate's choice for ``auto`` and
+        for a routing domain (the base model, or the routing domain, when nothing clears the bar).
+
+        The choice is made before the hold (scoring awaits): a chosen domain deleted in between
+        is reported and the fallback serves, rather than a 404 for a domain the client never named.
+        """
+        model, fallback, gate, header = await self._route(req.model, query)
+        try:
+            return self.catalog.acquire(model, req.adapter, req.soft_prompt), gate, header
+        except CatalogError as exc:
+            if gate is None or fallback is None or exc.status != 404 or model == fallback:
+                raise
+        assert gate is not None
+        gate = {**gate, "served": fallback, "domain": None, "decision": "domain_removed"}
+        return self.catalog.acquire(fallback, req.adapter, req.soft_prompt), gate, header
+
+    async def _route(
+        self, model: str, query: str
+    ) -> tuple[str, str | None, dict[str, Any] | None, str | None]:
+        """(model that serves, its fallback, the gate's decision, its header); no gate: ``model``."""
         if self.gate is None:
-            return model, None, None
+            return model, None, None, None
         if model == AUTO:
             among, threshold, fallback = None, None, self.catalog.base_name
         else:
@@ -292,11 +312,10 @@ class Pipeline:
         if self.metrics is not None:
             self.metrics.gate.labels(served, decision.decision, decision.method).inc()
             self.metrics.gate_seconds.observe(decision.seconds)
-        return served, decision.public(served), decision.header(served)
+        return served, fallback, decision.public(served), decision.header(served)
 
     async def chat(self, req: ChatCompletionRequest) -> PreparedChat:
-        model, gate, header = await self._route(req.model, last_user_text(req))
-        lease = self.catalog.acquire(model, req.adapter, req.soft_prompt)
+        lease, gate, header = await self._lease(req, last_user_text(req))
         try:
             hits = await self._hits(lease.target, req.retrieval, last_user_text(req))
             prep = await self.engine.tokens.run(
@@ -309,8 +328,8 @@ class Pipeline:
         return prep
 
     async def completion(self, req: CompletionRequest) -> PreparedCompletion:
-        model, gate, header = await self._route(req.model, domain_prompt_text(req))
-        lease = self.catalog.acquire(model, req.adapter, req.soft_prompt)
+        gated = req.model == AUTO or self.catalog.owner(req.model) == "domain"
+        lease, gate, header = await self._lease(req, domain_prompt_text(req) if gated else "")
         try:
             target = lease.target
             query = domain_prompt_text(req) if target.profile is not None else ""
