@@ -305,7 +305,7 @@ class Pipeline:
         else:
             profile = self.catalog.profile(model) if self.catalog.owner(model) == "domain" else None
             if profile is None or profile.route is None:
-                return model, None, None
+                return model, None, None, None
             among, threshold, fallback = profile.route.domains, profile.route.threshold, model
         decision = await self.gate.decide(query, among, threshold)
         served = decision.domain or fallback
