@@ -466,7 +466,7 @@ class GateSettings(BaseModel):
     """``model: "auto"`` and routing domains: how the gate scores domains and when it declines."""
 
     threshold: float = Field(
-        0.35,
+        0.15,
         ge=-1,
         le=1,
         description="Similarity gate: the best domain's score (mean cosine of the query to its "
