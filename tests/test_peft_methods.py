@@ -4,7 +4,8 @@ Each method is trained briefly by a real job on the backbone, converted, loaded 
 vLLM engine and checked against PEFT's own model on the agreement prompts; the adapter object
 reports its method, rank per module, fidelity and agreement. Imports through the adapters routes
 convert too; a strongly perturbed LoHa under a rank cap of 1 is refused with the numbers, while
-an equally perturbed AdaLoRA (exact) is served and decodes as PEFT does.
+an equally perturbed AdaLoRA (exact) is served and decodes as PEFT does. (The fallback to PEFT
+itself is the same path for imports and jobs: the trained IA3 takes it.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _state(server):
 def test_each_method_trains_through_the_sdk_and_is_served_as_a_lora(
     oai: openai.OpenAI, http: httpx.Client, tmp_path: Path, model_name: str
 ) -> None:
-    f = upload(oai, tmp_path, moo_lines(TOPICS[:4]))
+    f = upload(oai, tmp_path, moo_lines(TOPICS[:2]))  # one step of two examples per epoch
     jobs = {
         m: oai.fine_tuning.jobs.create(
             model=model_name,
@@ -164,19 +165,6 @@ def test_imports_convert_and_a_capped_conversion_is_refused_with_its_numbers(
         assert "rank 1" in err["message"] and "greedy tokens" in err["message"] and "0.95" in err["message"]
         assert http.get("/v1/adapters/loha-capped").status_code == 404
         assert not list(root.glob(".incoming-*")) and not (root / "loha-capped").exists()
-        # with the fallback allowed, the same adapter is served by PEFT itself, and says so
-        state.settings.conversion.fallback = "transformers"
-        served = http.post("/v1/adapters", json={"name": "loha-peft", "path": "import-loha"})
-        assert served.status_code == 201, served.text
-        assert (
-            served.json()["served_by"] == "transformers" and served.json()["conversion"]["agreement"] < 0.95
-        )
-        chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
-        peft_answer = http.post("/v1/chat/completions", json={"model": "loha-peft", **chat})
-        base_answer = http.post("/v1/chat/completions", json={"model": model_name, **chat})
-        assert peft_answer.status_code == 200, peft_answer.text
-        assert peft_answer.json()["choices"][0]["message"] != base_answer.json()["choices"][0]["message"]
-        assert http.delete("/v1/adapters/loha-peft").status_code == 200
     finally:
         state.settings.conversion.max_rank = 0
         state.settings.conversion.fallback = "transformers"

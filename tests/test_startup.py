@@ -117,7 +117,7 @@ def test_kill_9_mid_ingest_and_mid_training_leaves_both_consistent(tmp_path: Pat
     (code ``interrupted``) with no adapter folder or entry left behind."""
     import os
 
-    docs = _documents(120)
+    docs = _documents(80)
     rows = [
         {"messages": [{"role": "user", "content": f"Say hi {i}"}, {"role": "assistant", "content": "hi"}]}
         for i in range(32)
