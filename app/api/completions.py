@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.cleanjson import CleanJSONRoute
 from app.api.deps import EngineDep, MetricsDep, PipelineDep
-from app.api.streaming import GATE_HEADER, STREAM_RESPONSE, run_until_disconnect, sse_response
+from app.api.streaming import STREAM_RESPONSE, mark_gate, run_until_disconnect, sse_response
 from app.protocol.openai import CompletionRequest, CompletionResponse
 from app.serving.completions import completion, completion_stream
 
@@ -31,11 +31,7 @@ async def create_completion(
     assert prep.lease is not None
     if body.stream:
         stream = completion_stream(prep, engine, metrics, body.include_usage)
-        streamed = await sse_response(request, stream, prep.lease.release)
-        if prep.gate_header:
-            streamed.headers[GATE_HEADER] = prep.gate_header
-        return streamed
-    if prep.gate_header:
-        response.headers[GATE_HEADER] = prep.gate_header
+        return mark_gate(await sse_response(request, stream, prep.lease.release), prep.gate_header)
+    mark_gate(response, prep.gate_header)
     with prep.lease:
         return await run_until_disconnect(request, completion(prep, engine, metrics))

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.protocol.errors import APIError
@@ -32,8 +32,17 @@ STREAM_RESPONSE: dict[int | str, dict] = {
 }
 
 
+R = TypeVar("R", bound=Response)
+
 #: The gate's choice on routed requests (``model: "auto"``, routing domains), streamed ones too.
 GATE_HEADER = "x-tailor-gate"
+
+
+def mark_gate(response: R, header: str | None) -> R:
+    """Add the gate's choice to a response (streamed or not) when the request was routed."""
+    if header:
+        response.headers[GATE_HEADER] = header
+    return response
 
 
 async def sse_response(
